@@ -1,0 +1,431 @@
+"""LumaHook: every HTTP call the provider makes to a Luma API gateway.
+
+The hook holds two transports — requests (through providers-http's ``HttpHook`` session) for
+workers and aiohttp for the triggerer — and nothing else protocol-specific: request building,
+response parsing, error mapping and the retry policy come from ``luma_provider.api``, and each
+operation is a flow from there, run by ``_drive`` (sync) or ``_adrive`` (async).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from airflow.providers.http.hooks.http import HttpHook
+
+from luma_provider import api
+from luma_provider.exceptions import LumaDownloadError, LumaError, LumaTransportError
+from luma_provider.models import LumaGeneration
+
+if TYPE_CHECKING:
+    import aiohttp
+
+DOWNLOAD_CHUNK = 1024 * 1024
+DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
+
+
+class LumaHook(HttpHook):
+    """Talk to Luma video generation behind an API gateway (``/luma/generations`` and friends).
+
+    Connection (type ``luma``): host = gateway base URL, password = API key; extra fields
+    ``timeout``, ``max_retries``, ``batch_size``, ``path_prefix``, ``verify_ssl``.
+
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param timeout: overrides the connection's request timeout, in seconds.
+    :param max_retries: overrides the connection's retry count for 429 / 5xx / connection errors.
+    """
+
+    conn_name_attr = "luma_conn_id"
+    default_conn_name = "luma_default"
+    conn_type = "luma"
+    hook_name = "Luma"
+
+    def __init__(
+        self,
+        luma_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        super().__init__(method="GET", http_conn_id=luma_conn_id)
+        self.luma_conn_id = luma_conn_id
+        self._timeout_override = timeout
+        self._max_retries_override = max_retries
+        self._settings: api.ConnectionSettings | None = None
+        self._aiohttp_session: aiohttp.ClientSession | None = None
+        self._batch = api.BatchSupport()
+
+    # ------------------------------------------------------------------ connection
+    def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> api.ConnectionSettings:
+        settings = api.settings_from_connection(
+            self.luma_conn_id, conn.conn_type, conn.host, conn.password, conn.port, extra
+        )
+        overrides = {
+            k: v
+            for k, v in (("timeout", self._timeout_override), ("max_retries", self._max_retries_override))
+            if v is not None
+        }
+        return api.ConnectionSettings(**{**settings.__dict__, **overrides}) if overrides else settings
+
+    @property
+    def settings(self) -> api.ConnectionSettings:
+        """Validated connection settings (sync lookup; the async side uses ``aget_settings``)."""
+        if self._settings is None:
+            conn = self.get_connection(self.luma_conn_id)
+            self._settings = self._settings_from(conn, conn.extra_dejson)
+        return self._settings
+
+    async def aget_settings(self) -> api.ConnectionSettings:
+        """Connection settings without blocking the event loop (safe in a trigger)."""
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import get_async_connection
+
+            conn = await get_async_connection(self.luma_conn_id, hook=self)
+            try:
+                from airflow.providers.common.compat.connection import get_async_extra_dejson
+
+                extra = await get_async_extra_dejson(conn)
+            except ImportError:  # older common-compat
+                extra = conn.extra_dejson
+            self._settings = self._settings_from(conn, extra)
+        return self._settings
+
+    @property
+    def retry_policy(self) -> api.RetryPolicy:
+        return api.RetryPolicy(max_retries=self.settings.max_retries)
+
+    # HttpHook would send login/password as Basic auth and turn every extra into a header;
+    # Luma wants a Bearer key, added per request so it never reaches a third-party host.
+    def _configure_session_from_auth(self, session: requests.Session, connection: Any) -> requests.Session:
+        session.auth = None
+        return session
+
+    def _configure_session_from_extra(
+        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
+    ) -> requests.Session:
+        session.verify = self.settings.verify_ssl
+        return session
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One keep-alive session per hook (HttpHook mounts its TCP keep-alive adapter)."""
+        session = self.get_conn()
+        session.headers.update({"Accept": "application/json", "User-Agent": "airflow-provider-luma"})
+        return session
+
+    # ------------------------------------------------------------------ public API (sync)
+    def submit_generation(
+        self,
+        prompt: str,
+        *,
+        aspect_ratio: str | None = None,
+        loop: bool | None = None,
+        expand_prompt: bool | None = None,
+        image_url: str | None = None,
+        image_end_url: str | None = None,
+        model: str | None = None,
+        **extra: Any,
+    ) -> LumaGeneration:
+        """Start a generation (``POST /luma/generations``). Costs money: see ``RetryPolicy``.
+
+        :param prompt: the text prompt (sent as ``user_prompt``).
+        :param aspect_ratio: one of ``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``.
+        :param loop: loop the video end-to-end.
+        :param expand_prompt: let Luma enhance the prompt.
+        :param image_url: start keyframe: http(s) URL or ``data:image/...;base64,`` URI.
+        :param image_end_url: end keyframe, same forms.
+        :param model: ``ray-2`` or ``ray-1-6`` (or a gateway ``ray-vN`` name).
+        :param extra: other gateway fields passed through (``resolution``, ``duration``...).
+        """
+        body = api.build_generation_body(
+            prompt, aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
+            image_url=image_url, image_end_url=image_end_url, model=model, extra=extra,
+        )
+        generation = self._drive(api.submit_flow(body))
+        self.log.info("Luma accepted generation %s (state %s)", generation.id, generation.raw_state)
+        return generation
+
+    def extend_generation(self, generation_id: str, prompt: str, **options: Any) -> LumaGeneration:
+        """Extend a completed generation; returns the *new* generation (poll its id).
+
+        :param generation_id: id of the completed generation to extend.
+        :param prompt: prompt for the extension; ``options`` as in ``submit_generation``.
+        """
+        generation_id = api.validate_generation_id(generation_id)
+        known = {k: options.pop(k) for k in list(options) if k in _OPTION_NAMES}
+        body = api.build_generation_body(prompt, **known, extra=options)
+        generation = self._drive(api.extend_flow(generation_id, body))
+        self.log.info("Luma accepted extension %s of generation %s", generation.id, generation_id)
+        return generation
+
+    def get_generation(self, generation_id: str) -> LumaGeneration:
+        """Current status of one generation (``GET /luma/generations/{id}``)."""
+        return self._drive(api.get_flow(api.validate_generation_id(generation_id)))
+
+    def get_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
+        """Status of many generations in input order, via ``POST /luma/tasks`` in chunks."""
+        return self._drive(self._get_many(ids))
+
+    def get_download_url(self, generation_id: str) -> str | None:
+        """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
+        return self._drive(api.download_url_flow(api.validate_generation_id(generation_id)))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call; tells a bad key apart from an unreachable gateway."""
+        try:
+            return self._drive(api.probe_flow())
+        except LumaError as err:
+            return False, str(err)
+
+    # ------------------------------------------------------------------ public API (async)
+    async def aget_generation(self, generation_id: str) -> LumaGeneration:
+        """Async twin of ``get_generation`` (same flow, aiohttp transport)."""
+        return await self._adrive(api.get_flow(api.validate_generation_id(generation_id)))
+
+    async def aget_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
+        """Async twin of ``get_generations``."""
+        await self.aget_settings()
+        return await self._adrive(self._get_many(ids))
+
+    async def aclose(self) -> None:
+        """Close the aiohttp session (triggers call this in ``cleanup``)."""
+        if self._aiohttp_session is not None:
+            await self._aiohttp_session.close()
+            self._aiohttp_session = None
+
+    def _get_many(self, ids: Iterable[str]) -> api.Flow[list[LumaGeneration]]:
+        ids = [api.validate_generation_id(i, "ids") for i in ids]
+        return api.get_many_flow(ids, self.settings.batch_size, self._batch)
+
+    # ------------------------------------------------------------------ drivers
+    def _drive(self, flow: api.Flow[Any]) -> Any:
+        result: Any = None
+        error: LumaError | None = None
+        while True:
+            try:
+                request = flow.throw(error) if error else flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            result, error = None, None
+            try:
+                result = self._send(request)
+            except LumaError as err:
+                error = err
+
+    async def _adrive(self, flow: api.Flow[Any]) -> Any:
+        result: Any = None
+        error: LumaError | None = None
+        while True:
+            try:
+                request = flow.throw(error) if error else flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            result, error = None, None
+            try:
+                result = await self._asend(request)
+            except LumaError as err:
+                error = err
+
+    def _send(self, request: api.Request) -> Any:
+        policy = self.retry_policy
+        try:
+            return tenacity.Retrying(**policy.tenacity_kwargs(request))(self._send_once, request)
+        except LumaError as err:
+            raise policy.final_error(request, err) from err
+
+    async def _asend(self, request: api.Request) -> Any:
+        settings = await self.aget_settings()
+        policy = api.RetryPolicy(max_retries=settings.max_retries)
+        try:
+            return await tenacity.AsyncRetrying(**policy.tenacity_kwargs(request))(self._asend_once, request)
+        except LumaError as err:
+            raise policy.final_error(request, err) from err
+
+    # ------------------------------------------------------------------ transports
+    def _send_once(self, request: api.Request) -> Any:
+        settings = self.settings
+        url = settings.url(request.path)
+        try:
+            response = self.session.request(
+                request.method, url, json=request.json, timeout=settings.timeout,
+                headers=settings.auth_headers_for(url), allow_redirects=False,
+            )
+            text = response.text
+        except requests.exceptions.RequestException as err:
+            raise _transport_error(request, err, sent=not _never_connected(err), settings=settings) from None
+        return api.decode(request, response.status_code, response.headers, text, settings)
+
+    async def _asend_once(self, request: api.Request) -> Any:
+        import aiohttp
+
+        settings = await self.aget_settings()
+        url = settings.url(request.path)
+        session = self._get_aiohttp_session(settings)
+        try:
+            async with session.request(
+                request.method, url, json=request.json, headers=settings.auth_headers_for(url),
+                allow_redirects=False, ssl=None if settings.verify_ssl else False,
+            ) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            never = isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+            raise _transport_error(request, err, sent=not never, settings=settings) from None
+        return api.decode(request, response.status, response.headers, text, settings)
+
+    def _get_aiohttp_session(self, settings: api.ConnectionSettings) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._aiohttp_session is None or self._aiohttp_session.closed:
+            self._aiohttp_session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=settings.timeout),
+                headers={"Accept": "application/json", "User-Agent": "airflow-provider-luma"},
+                connector=aiohttp.TCPConnector(limit=16, keepalive_timeout=60),
+            )
+        return self._aiohttp_session
+
+    # ------------------------------------------------------------------ downloads (sync, worker)
+    def download_video(
+        self,
+        generation: LumaGeneration | Mapping[str, Any] | str,
+        destination: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    ) -> str:
+        """Stream a completed generation's video to a local path or any ``ObjectStoragePath`` URI.
+
+        Writes to a temporary name beside the target and renames it only after the byte count
+        matched ``Content-Length``, so an interrupted download never leaves a partial file.
+
+        :param generation: a ``LumaGeneration``, its ``to_dict()`` form, or a generation id.
+        :param destination: a file path/URI, or a folder (existing, or ending in ``/``) in which
+            ``<generation id>.mp4`` is written.
+        :param max_bytes: refuse bodies larger than this.
+        :return: the final URI of the written file.
+        """
+        gen = self._resolve_generation(generation)
+        url = gen.video_url or self.get_download_url(gen.id)
+        if not url:
+            raise LumaDownloadError(f"Generation {gen.id} (state {gen.state.value}) has no video URL to download")
+        return self.download_file(url, destination, default_name=f"{gen.id}.mp4", max_bytes=max_bytes)
+
+    def download_thumbnail(
+        self, generation: LumaGeneration | Mapping[str, Any] | str, destination: str | os.PathLike[str]
+    ) -> str | None:
+        """Like ``download_video`` for the thumbnail; None when the generation has none."""
+        gen = self._resolve_generation(generation)
+        if not gen.thumbnail_url:
+            return None
+        return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg")
+
+    def download_file(
+        self,
+        url: str,
+        destination: str | os.PathLike[str],
+        *,
+        default_name: str,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    ) -> str:
+        """Stream ``url`` (http/https only) atomically into ``destination``; returns the final URI."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise LumaDownloadError(f"Refusing to download from a non-http(s) URL: {urlsplit(url).scheme}://...")
+        target = _target_path(destination, default_name)
+        request = api.Request("download", "GET", url)
+        policy = self.retry_policy
+        retrying = tenacity.Retrying(**policy.tenacity_kwargs(request))
+        size = retrying(self._download_once, url, target, max_bytes)
+        self.log.info("Downloaded %s (%d bytes)", target, size)
+        return str(target)
+
+    def _download_once(self, url: str, target: Any, max_bytes: int) -> int:
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+        written = 0
+        try:
+            with self.session.get(
+                url, stream=True, timeout=self.settings.timeout, headers=self.settings.auth_headers_for(url),
+                allow_redirects=True,
+            ) as response:
+                if urlsplit(response.url).scheme not in ("http", "https"):
+                    raise LumaDownloadError("Download redirected to a non-http(s) URL; refused")
+                if response.status_code >= 400:
+                    raise api.error_for_status(
+                        api.Request("download", "GET", urlsplit(url).path), response.status_code,
+                        response.headers, response.text[:2000], self.settings,
+                    )
+                expected = int(response.headers.get("Content-Length") or 0) or None
+                if expected and expected > max_bytes:
+                    raise LumaDownloadError(f"{target.name} is {expected} bytes, above the {max_bytes}-byte cap")
+                with tmp.open("wb") as out:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise LumaDownloadError(f"{target.name} exceeded the {max_bytes}-byte cap")
+                        out.write(chunk)
+            if expected is not None and written != expected:
+                raise LumaTransportError(f"Short download of {target.name}: got {written} of {expected} bytes")
+            tmp.rename(target)
+            return written
+        except requests.exceptions.RequestException as err:
+            raise LumaTransportError(f"Download of {target.name} failed: {type(err).__name__}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _resolve_generation(self, generation: LumaGeneration | Mapping[str, Any] | str) -> LumaGeneration:
+        if isinstance(generation, LumaGeneration):
+            return generation
+        if isinstance(generation, Mapping):
+            return LumaGeneration.from_dict(generation)
+        return self.get_generation(generation)
+
+    # ------------------------------------------------------------------ UI fallback (Airflow < 3.2)
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Fallback for Airflow < 3.2; newer versions read ``ui-field-behaviour`` from provider info."""
+        from luma_provider import get_provider_info
+
+        behaviour = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+        return {
+            "hidden_fields": behaviour["hidden-fields"],
+            "relabeling": behaviour["relabeling"],
+            "placeholders": behaviour["placeholders"],
+        }
+
+
+_OPTION_NAMES = ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model")
+
+
+def _never_connected(err: requests.exceptions.RequestException) -> bool:
+    # ConnectTimeout and refused connections happen before any byte of the request was sent.
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(err, requests.exceptions.ConnectionError):
+        text = repr(err)
+        return "NewConnectionError" in text or "Connection refused" in text or "NameResolutionError" in text
+    return False
+
+
+def _transport_error(request: api.Request, err: BaseException, *, sent: bool,
+                     settings: api.ConnectionSettings) -> LumaTransportError:
+    kind = type(err).__name__
+    detail = settings.redact(str(err))[:300]
+    return LumaTransportError(f"{request.method} {request.path}: {kind}: {detail}", sent=sent)
+
+
+def _target_path(destination: str | os.PathLike[str], default_name: str) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    dest = str(destination)
+    if "://" not in dest:
+        dest = f"file://{os.path.abspath(dest)}{'/' if dest.endswith('/') else ''}"
+    path = ObjectStoragePath(dest)
+    if dest.endswith("/") or path.is_dir():
+        path = path / default_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,264 @@
+"""The normalized Luma generation and the parsing of every response shape gateways send.
+
+Pure functions, no I/O: the hook's sync and async transports both call ``parse_generations``,
+so there is exactly one place that knows the shapes (see ``luma-api.md`` §A.3–A.9, §B.4):
+
+* the Luma-native object, or a one-element array of it (``POST/GET /luma/generations``);
+* the Kling-style wrapper ``{code, message, request_id, data{task_id, task_status}}``;
+* ``POST /luma/tasks``: a plain array, or the new-api wrapper
+  ``{code: "success", data: [{task_id, status, fail_reason, data: {...native...}}]}``;
+* the official Dream Machine ``Generation`` (``queued``/``dreaming``, ``assets.video``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+
+class LumaState(str, Enum):
+    """Normalized generation state; ``UNKNOWN`` means "not recognised, keep waiting"."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (LumaState.COMPLETED, LumaState.FAILED)
+
+
+# Every state word seen in the reference (§A.9), gateway, official, new-api and Kling.
+_STATE_WORDS: dict[str, LumaState] = {
+    "pending": LumaState.QUEUED,
+    "queued": LumaState.QUEUED,
+    "not_start": LumaState.QUEUED,
+    "submitted": LumaState.QUEUED,
+    "processing": LumaState.RUNNING,
+    "dreaming": LumaState.RUNNING,
+    "in_progress": LumaState.RUNNING,
+    "completed": LumaState.COMPLETED,
+    "success": LumaState.COMPLETED,
+    "succeed": LumaState.COMPLETED,
+    "failed": LumaState.FAILED,
+    "failure": LumaState.FAILED,
+}
+
+# When a new-api task row and its embedded native object disagree, the more advanced wins;
+# a failure anywhere wins outright (the gateway may fail a task whose snapshot is stale).
+_PROGRESS = {LumaState.UNKNOWN: 0, LumaState.QUEUED: 1, LumaState.RUNNING: 2, LumaState.COMPLETED: 3}
+
+
+def normalize_state(raw: Any) -> LumaState:
+    """Map any raw state string to a ``LumaState`` (``UNKNOWN`` when unrecognised)."""
+    if not isinstance(raw, str):
+        return LumaState.UNKNOWN
+    return _STATE_WORDS.get(raw.strip().lower(), LumaState.UNKNOWN)
+
+
+@dataclasses.dataclass(frozen=True)
+class LumaGeneration:
+    """One video generation, the same whatever shape or API flavour it came from.
+
+    Instances are JSON-serializable through ``to_dict`` / ``from_dict`` (fit for XCom).
+    """
+
+    id: str
+    state: LumaState
+    raw_state: str | None = None
+    video_url: str | None = None
+    thumbnail_url: str | None = None
+    last_frame_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    failure_reason: str | None = None
+    prompt: str | None = None
+    created_at: str | None = None
+    estimate_wait_seconds: float | None = None
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LumaGeneration:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["state"] = LumaState(values.get("state", LumaState.UNKNOWN))
+        return cls(**values)
+
+
+class LumaResponseShapeError(ValueError):
+    """A 2xx body that matches none of the known shapes."""
+
+
+def parse_generation(payload: Any) -> LumaGeneration:
+    """Parse a submit / extend / get response into one generation."""
+    generations = parse_generations(payload)
+    if len(generations) != 1:
+        raise LumaResponseShapeError(f"expected one generation, got {len(generations)}")
+    return generations[0]
+
+
+def parse_generations(payload: Any) -> list[LumaGeneration]:
+    """Parse any known response shape into a list of generations."""
+    if isinstance(payload, list):
+        return [_parse_item(item) for item in payload]
+    if not isinstance(payload, dict):
+        raise LumaResponseShapeError(f"expected a JSON object or array, got {type(payload).__name__}")
+    data = payload.get("data")
+    if isinstance(data, list) and "code" in payload:  # new-api task wrapper
+        return [_parse_item(item) for item in data]
+    if isinstance(data, dict) and "task_id" in data:  # Kling-style wrapper
+        return [_parse_kling(payload, data)]
+    return [_parse_item(payload)]
+
+
+def _parse_item(item: Any) -> LumaGeneration:
+    if not isinstance(item, dict):
+        raise LumaResponseShapeError(f"expected a generation object, got {type(item).__name__}")
+    if "task_id" in item and ("status" in item or isinstance(item.get("data"), dict)):
+        return _parse_task_row(item)
+    return _parse_native(item)
+
+
+def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
+    gen_id = obj.get("id")
+    if not gen_id:
+        raise LumaResponseShapeError("generation object has no 'id'")
+    raw_state = obj.get("state")
+    video = _dict(obj.get("video"))
+    video_raw = _dict(obj.get("video_raw"))
+    artifact = _dict(obj.get("artifact"))
+    art_video = _dict(artifact.get("video"))
+    art_raw = _dict(artifact.get("video_raw"))
+    assets = _dict(obj.get("assets"))
+    request = _dict(obj.get("request"))
+    sized = next((d for d in (video, video_raw, art_video, art_raw) if d.get("width")), {})
+    return LumaGeneration(
+        id=str(gen_id),
+        state=normalize_state(raw_state),
+        raw_state=raw_state if isinstance(raw_state, str) else None,
+        video_url=_first_url(
+            video.get("download_url"),
+            video.get("url"),
+            video_raw.get("url"),
+            art_video.get("url"),
+            assets.get("video"),
+        ),
+        thumbnail_url=_first_url(
+            _dict(obj.get("thumbnail")).get("url"),
+            video.get("thumbnail"),
+            _dict(artifact.get("thumbnail")).get("url"),
+            assets.get("image"),
+        ),
+        last_frame_url=_first_url(
+            _dict(obj.get("last_frame")).get("url"),
+            _dict(artifact.get("last_frame")).get("url"),
+        ),
+        width=_int(sized.get("width")),
+        height=_int(sized.get("height")),
+        duration=_duration(video_raw.get("duration"), art_raw.get("duration"), video.get("duration"),
+                           request.get("duration")),
+        failure_reason=_text(obj.get("failure_reason")) or _text(obj.get("fail_reason")),
+        prompt=_text(obj.get("prompt")) or _text(request.get("prompt")) or _text(obj.get("user_prompt")),
+        created_at=_timestamp(obj.get("created_at")),
+        estimate_wait_seconds=_float(obj.get("estimate_wait_seconds")),
+        raw=obj,
+    )
+
+
+def _parse_task_row(row: dict[str, Any]) -> LumaGeneration:
+    """A new-api task row: ``{task_id, status, fail_reason, data: {native}}``."""
+    inner = _dict(row.get("data"))
+    base = _parse_native({"id": row["task_id"], **inner}) if inner else LumaGeneration(
+        id=str(row["task_id"]), state=LumaState.UNKNOWN
+    )
+    row_state = normalize_state(row.get("status"))
+    if LumaState.FAILED in (row_state, base.state):
+        state = LumaState.FAILED
+    else:
+        state = max(base.state, row_state, key=_PROGRESS.__getitem__)
+    raw_state = base.raw_state if state == base.state else row.get("status")
+    return dataclasses.replace(
+        base,
+        id=str(row["task_id"]),
+        state=state,
+        raw_state=raw_state,
+        failure_reason=base.failure_reason or _text(row.get("fail_reason")),
+        created_at=base.created_at or _timestamp(row.get("submit_time") or row.get("created_at")),
+        raw=row,
+    )
+
+
+def _parse_kling(payload: dict[str, Any], data: dict[str, Any]) -> LumaGeneration:
+    raw_state = data.get("task_status")
+    return LumaGeneration(
+        id=str(data["task_id"]),
+        state=normalize_state(raw_state),
+        raw_state=raw_state if isinstance(raw_state, str) else None,
+        failure_reason=_text(data.get("task_status_msg")) or _text(data.get("fail_reason")),
+        created_at=_timestamp(data.get("created_at")),
+        raw=payload,
+    )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _first_url(*candidates: Any) -> str | None:
+    # download_url is sometimes "" on the first completed poll, so skip empties.
+    return next((c for c in candidates if isinstance(c, str) and c.strip()), None)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _duration(*candidates: Any) -> float | None:
+    for value in candidates:
+        if isinstance(value, str):  # official requests say "5s"
+            value = value.strip().rstrip("s")
+        number = _float(value)
+        if number is not None:
+            return number
+    return None
+
+
+def _timestamp(value: Any) -> str | None:
+    """ISO strings pass through; Unix seconds or milliseconds (task wrappers) become ISO."""
+    if isinstance(value, str):
+        return value or None
+    number = _float(value)
+    if not number:
+        return None
+    if number > 1e11:  # milliseconds (Kling-style wrapper)
+        number /= 1000
+    return dt.datetime.fromtimestamp(number, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
