@@ -257,8 +257,13 @@ class BatchSupport:
     available: bool | None = None
 
 
-def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport) -> Flow[list[LumaGeneration]]:
-    """Batch status in chunks via ``/luma/tasks``; single GETs for ids it lacks or when it is absent."""
+def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport, *,
+                  skip_missing: bool = False) -> Flow[list[LumaGeneration]]:
+    """Batch status in chunks via ``/luma/tasks``; single GETs for ids it lacks or when it is absent.
+
+    :param skip_missing: leave unknown ids out of the result instead of raising
+        ``LumaNotFoundError`` (the shared poller serves many triggers from one call).
+    """
     wanted = list(dict.fromkeys(ids))
     found: dict[str, LumaGeneration] = {}
     for start in range(0, len(wanted), batch_size):
@@ -275,8 +280,12 @@ def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport) ->
                 support.available = False
         for gen_id in chunk:
             if gen_id not in found:
-                found[gen_id] = yield from get_flow(gen_id)
-    return [found[gen_id] for gen_id in wanted]
+                try:
+                    found[gen_id] = yield from get_flow(gen_id)
+                except LumaNotFoundError:
+                    if not skip_missing:
+                        raise
+    return [found[gen_id] for gen_id in wanted if gen_id in found]
 
 
 def download_url_flow(generation_id: str) -> Flow[str | None]:

@@ -110,5 +110,9 @@ class LumaGenerationFailed(LumaError):
         )
 
 
+class LumaTimeoutError(LumaError):
+    """Generations did not finish within the allowed time."""
+
+
 class LumaDownloadError(LumaError):
     """A video or thumbnail could not be downloaded completely."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from functools import cached_property
@@ -21,8 +22,14 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 
 from luma_provider import api
-from luma_provider.exceptions import LumaDownloadError, LumaError, LumaTransportError
-from luma_provider.models import LumaGeneration
+from luma_provider.exceptions import (
+    LumaDownloadError,
+    LumaError,
+    LumaGenerationFailed,
+    LumaTimeoutError,
+    LumaTransportError,
+)
+from luma_provider.models import LumaGeneration, LumaState
 
 if TYPE_CHECKING:
     import aiohttp
@@ -61,6 +68,8 @@ class LumaHook(HttpHook):
         self._settings: api.ConnectionSettings | None = None
         self._aiohttp_session: aiohttp.ClientSession | None = None
         self._batch = api.BatchSupport()
+        #: HTTP requests this hook sent (every attempt), for logs, tests and benchmarks.
+        self.requests_sent = 0
 
     # ------------------------------------------------------------------ connection
     def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> api.ConnectionSettings:
@@ -177,6 +186,31 @@ class LumaHook(HttpHook):
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
         return self._drive(api.download_url_flow(api.validate_generation_id(generation_id)))
 
+    def wait_for_generations(
+        self, ids: Iterable[str], *, poll_interval: float = 10.0, timeout: float | None = None
+    ) -> list[LumaGeneration]:
+        """Block (on a worker) until every generation completes.
+
+        :raises LumaGenerationFailed: as soon as one generation fails (with its failure_reason).
+        :raises LumaTimeoutError: when ``timeout`` seconds pass first.
+        """
+        ids = list(ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while True:
+            generations = self.get_generations(ids)
+            for gen in generations:
+                if seen.get(gen.id) != gen.state.value:
+                    self.log.info("Generation %s is %s (raw %r)", gen.id, gen.state.value, gen.raw_state)
+                    seen[gen.id] = gen.state.value
+                if gen.state == LumaState.FAILED:
+                    raise LumaGenerationFailed(gen.id, gen.failure_reason)
+            if all(g.state == LumaState.COMPLETED for g in generations):
+                return generations
+            if deadline is not None and time.monotonic() + poll_interval > deadline:
+                raise LumaTimeoutError(f"Generations {ids} not completed after {timeout:.0f}s (states: {seen})")
+            time.sleep(poll_interval)
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call; tells a bad key apart from an unreachable gateway."""
         try:
@@ -189,10 +223,10 @@ class LumaHook(HttpHook):
         """Async twin of ``get_generation`` (same flow, aiohttp transport)."""
         return await self._adrive(api.get_flow(api.validate_generation_id(generation_id)))
 
-    async def aget_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
-        """Async twin of ``get_generations``."""
+    async def aget_generations(self, ids: Iterable[str], *, skip_missing: bool = False) -> list[LumaGeneration]:
+        """Async twin of ``get_generations``; ``skip_missing`` leaves unknown ids out instead of raising."""
         await self.aget_settings()
-        return await self._adrive(self._get_many(ids))
+        return await self._adrive(self._get_many(ids, skip_missing=skip_missing))
 
     async def aclose(self) -> None:
         """Close the aiohttp session (triggers call this in ``cleanup``)."""
@@ -200,9 +234,9 @@ class LumaHook(HttpHook):
             await self._aiohttp_session.close()
             self._aiohttp_session = None
 
-    def _get_many(self, ids: Iterable[str]) -> api.Flow[list[LumaGeneration]]:
+    def _get_many(self, ids: Iterable[str], skip_missing: bool = False) -> api.Flow[list[LumaGeneration]]:
         ids = [api.validate_generation_id(i, "ids") for i in ids]
-        return api.get_many_flow(ids, self.settings.batch_size, self._batch)
+        return api.get_many_flow(ids, self.settings.batch_size, self._batch, skip_missing=skip_missing)
 
     # ------------------------------------------------------------------ drivers
     def _drive(self, flow: api.Flow[Any]) -> Any:
@@ -252,6 +286,7 @@ class LumaHook(HttpHook):
     def _send_once(self, request: api.Request) -> Any:
         settings = self.settings
         url = settings.url(request.path)
+        self.requests_sent += 1
         try:
             response = self.session.request(
                 request.method, url, json=request.json, timeout=settings.timeout,
@@ -268,6 +303,7 @@ class LumaHook(HttpHook):
         settings = await self.aget_settings()
         url = settings.url(request.path)
         session = self._get_aiohttp_session(settings)
+        self.requests_sent += 1
         try:
             async with session.request(
                 request.method, url, json=request.json, headers=settings.auth_headers_for(url),
@@ -297,6 +333,7 @@ class LumaHook(HttpHook):
         destination: str | os.PathLike[str],
         *,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        storage_conn_id: str | None = None,
     ) -> str:
         """Stream a completed generation's video to a local path or any ``ObjectStoragePath`` URI.
 
@@ -307,22 +344,29 @@ class LumaHook(HttpHook):
         :param destination: a file path/URI, or a folder (existing, or ending in ``/``) in which
             ``<generation id>.mp4`` is written.
         :param max_bytes: refuse bodies larger than this.
+        :param storage_conn_id: Airflow connection for the destination's object store, if needed.
         :return: the final URI of the written file.
         """
         gen = self._resolve_generation(generation)
         url = gen.video_url or self.get_download_url(gen.id)
         if not url:
             raise LumaDownloadError(f"Generation {gen.id} (state {gen.state.value}) has no video URL to download")
-        return self.download_file(url, destination, default_name=f"{gen.id}.mp4", max_bytes=max_bytes)
+        return self.download_file(url, destination, default_name=f"{gen.id}.mp4", max_bytes=max_bytes,
+                                  storage_conn_id=storage_conn_id)
 
     def download_thumbnail(
-        self, generation: LumaGeneration | Mapping[str, Any] | str, destination: str | os.PathLike[str]
+        self,
+        generation: LumaGeneration | Mapping[str, Any] | str,
+        destination: str | os.PathLike[str],
+        *,
+        storage_conn_id: str | None = None,
     ) -> str | None:
         """Like ``download_video`` for the thumbnail; None when the generation has none."""
         gen = self._resolve_generation(generation)
         if not gen.thumbnail_url:
             return None
-        return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg")
+        return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg",
+                                  storage_conn_id=storage_conn_id)
 
     def download_file(
         self,
@@ -331,11 +375,12 @@ class LumaHook(HttpHook):
         *,
         default_name: str,
         max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        storage_conn_id: str | None = None,
     ) -> str:
         """Stream ``url`` (http/https only) atomically into ``destination``; returns the final URI."""
         if urlsplit(url).scheme not in ("http", "https"):
             raise LumaDownloadError(f"Refusing to download from a non-http(s) URL: {urlsplit(url).scheme}://...")
-        target = _target_path(destination, default_name)
+        target = _target_path(destination, default_name, storage_conn_id)
         request = api.Request("download", "GET", url)
         policy = self.retry_policy
         retrying = tenacity.Retrying(**policy.tenacity_kwargs(request))
@@ -418,13 +463,13 @@ def _transport_error(request: api.Request, err: BaseException, *, sent: bool,
     return LumaTransportError(f"{request.method} {request.path}: {kind}: {detail}", sent=sent)
 
 
-def _target_path(destination: str | os.PathLike[str], default_name: str) -> Any:
+def _target_path(destination: str | os.PathLike[str], default_name: str, conn_id: str | None) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     dest = str(destination)
     if "://" not in dest:
         dest = f"file://{os.path.abspath(dest)}{'/' if dest.endswith('/') else ''}"
-    path = ObjectStoragePath(dest)
+    path = ObjectStoragePath(dest, conn_id=conn_id) if conn_id else ObjectStoragePath(dest)
     if dest.endswith("/") or path.is_dir():
         path = path / default_name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,276 @@
+"""Operators: submit a Luma generation, download its video; and the "Luma video" extra link."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from luma_provider import api
+from luma_provider.exceptions import LumaValidationError
+from luma_provider.hooks.luma import LumaHook
+from luma_provider.models import LumaGeneration, LumaState
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+#: XCom key holding the full normalized generation (``return_value`` holds just the id).
+XCOM_GENERATION = "generation"
+#: XCom key the extra link reads; pushed by the operator/sensor that knows the URL.
+XCOM_VIDEO_URL = "luma_video_url"
+#: task_state_store key of the submitted id: survives retries (XCom is cleared before each try).
+STATE_GENERATION_ID = "luma_generation_id"
+
+
+class LumaVideoLink(BaseOperatorLink):
+    """Extra link "Luma video": the generated video's URL, once known."""
+
+    name = "Luma video"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(key=XCOM_VIDEO_URL, ti_key=ti_key) or ""
+
+
+def push_video_link(context: Context, url: str | None) -> None:
+    """Publish the URL for ``LumaVideoLink`` (Airflow 3 stores link targets in XCom)."""
+    if url:
+        context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=url)
+
+
+class LumaGenerateOperator(BaseOperator):
+    """Submit a Luma video generation (or extend one) and optionally wait for it.
+
+    The submit happens here on the worker, never in a trigger, and the returned id is written
+    to the task state store at once, so a retry of this task reconnects to the same generation
+    instead of paying for a second one.
+
+    :param prompt: text prompt. Templated.
+    :param aspect_ratio: ``1:1``, ``4:3``, ``3:4``, ``16:9`` or ``9:16``. Templated.
+    :param loop: loop the video. Templated.
+    :param expand_prompt: let Luma enhance the prompt. Templated.
+    :param image_url: start keyframe (http(s) URL or ``data:image/...;base64,``). Templated.
+    :param image_end_url: end keyframe, same forms. Templated.
+    :param model: ``ray-2`` or ``ray-1-6``. Templated.
+    :param extend_generation_id: extend this completed generation instead of starting fresh. Templated.
+    :param extra: other gateway fields passed through (``resolution``, ``duration``...). Templated.
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param wait_for_completion: wait for the generation and return it completed.
+    :param deferrable: when waiting, wait in the triggerer (no worker slot held).
+    :param poll_interval: seconds between status checks while waiting.
+    :param timeout: seconds to wait for completion before failing.
+    :return: the generation id, or the completed generation dict with ``wait_for_completion``.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt", "aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model",
+        "extend_generation_id", "extra",
+    )
+    template_fields_renderers = {"extra": "json", "prompt": "md"}
+    operator_extra_links = (LumaVideoLink(),)
+    ui_color = "#e3d7fb"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        aspect_ratio: str | None = None,
+        loop: bool | None = None,
+        expand_prompt: bool | None = None,
+        image_url: str | None = None,
+        image_end_url: str | None = None,
+        model: str | None = None,
+        extend_generation_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        wait_for_completion: bool = False,
+        deferrable: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float = 60 * 60,
+        **kwargs: Any,
+    ) -> None:
+        # Mapped instances show the start of their prompt instead of a bare index.
+        kwargs.setdefault("map_index_template", "{{ luma_label }}")
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.aspect_ratio = aspect_ratio
+        self.loop = loop
+        self.expand_prompt = expand_prompt
+        self.image_url = image_url
+        self.image_end_url = image_end_url
+        self.model = model
+        self.extend_generation_id = extend_generation_id
+        self.extra = extra
+        self.luma_conn_id = luma_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        return LumaHook(self.luma_conn_id)
+
+    def _validate(self) -> None:
+        """Check every option before any HTTP call; errors name the field and allowed values."""
+        if self.extra is not None and not isinstance(self.extra, dict):
+            raise LumaValidationError("extra", f"must be a dict, got {type(self.extra).__name__}")
+        api.build_generation_body(
+            self.prompt, aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
+            image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, extra=self.extra,
+        )
+
+    def execute(self, context: Context) -> Any:
+        context["luma_label"] = _label(self.prompt)  # type: ignore[typeddict-unknown-key]
+        self._validate()
+        source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
+            if self.extend_generation_id else None
+        generation = self._recorded_generation(context) or self._submit(source_id, context)
+        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
+        push_video_link(context, generation.video_url)
+        if not self.wait_for_completion:
+            return generation.id
+        if generation.state == LumaState.COMPLETED:
+            return generation.to_dict()
+        if self.deferrable:
+            from luma_provider.triggers.luma import LumaTrigger
+
+            self.defer(
+                trigger=LumaTrigger(
+                    generation_ids=[generation.id], luma_conn_id=self.luma_conn_id,
+                    poll_interval=self.poll_interval, deadline=time.time() + self.timeout,
+                ),
+                method_name="execute_complete",
+                # The trigger owns the deadline so execute_complete still runs and says why.
+                timeout=timedelta(seconds=self.timeout + 300),
+            )
+        (done,) = self.hook.wait_for_generations([generation.id], poll_interval=self.poll_interval,
+                                                 timeout=self.timeout)
+        return self._finish(done, context)
+
+    def _submit(self, source_id: str | None, context: Context) -> LumaGeneration:
+        options = dict(
+            aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
+            image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, **(self.extra or {}),
+        )
+        if source_id:
+            generation = self.hook.extend_generation(source_id, self.prompt, **options)
+        else:
+            generation = self.hook.submit_generation(self.prompt, **options)
+        # Recorded before anything else can fail: a retry must find it, not pay again.
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_GENERATION_ID, generation.id)
+        self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(self.prompt))
+        return generation
+
+    def _recorded_generation(self, context: Context) -> LumaGeneration | None:
+        """The generation an earlier try of this task instance submitted, unless it failed."""
+        store = context.get("task_state_store")
+        recorded = store.get(STATE_GENERATION_ID) if store is not None else None
+        if not recorded:
+            return None
+        generation = self.hook.get_generation(str(recorded))
+        if generation.state == LumaState.FAILED:
+            self.log.warning("Generation %s from an earlier try failed (%s); submitting a new one",
+                             generation.id, generation.failure_reason)
+            return None
+        self.log.info("Reusing generation %s submitted by an earlier try (state %s); not submitting again",
+                      generation.id, generation.state.value)
+        return generation
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        from luma_provider.exceptions import LumaTimeoutError
+        from luma_provider.triggers.luma import generations_from_event
+
+        def on_timeout(message: str) -> None:
+            raise LumaTimeoutError(message)
+
+        recorded = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_GENERATION,
+                                           map_indexes=context["ti"].map_index)
+        ids = [recorded["id"]] if recorded else list((event or {}).get("generation_ids") or [])
+        (done,) = generations_from_event(self.hook, ids, event, on_timeout)
+        return self._finish(done, context)
+
+    def _finish(self, generation: LumaGeneration, context: Context) -> dict[str, Any]:
+        self.log.info("Generation %s completed: %s", generation.id, generation.video_url)
+        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
+        push_video_link(context, generation.video_url)
+        return generation.to_dict()
+
+
+class LumaDownloadVideoOperator(BaseOperator):
+    """Download completed generations' videos (and thumbnails) to any ``ObjectStoragePath``.
+
+    :param generation_id: an id, a generation dict (e.g. a sensor's XCom), or a list of either. Templated.
+    :param destination: local path or object-storage URI, a folder (ending in ``/``) or a file. Templated.
+    :param storage_conn_id: Airflow connection for the destination's object store, if it needs one.
+    :param include_thumbnail: also download ``<id>.jpg`` next to the video.
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param max_bytes: refuse videos larger than this.
+    :return: the final URI (a list of them for a list input). With ``include_thumbnail``, a dict
+        ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}`` per video instead.
+    """
+
+    template_fields: Sequence[str] = ("generation_id", "destination")
+    ui_color = "#d7f2e3"
+
+    def __init__(
+        self,
+        *,
+        generation_id: Any,
+        destination: str,
+        storage_conn_id: str | None = None,
+        include_thumbnail: bool = False,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        max_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.generation_id = generation_id
+        self.destination = destination
+        self.storage_conn_id = storage_conn_id
+        self.include_thumbnail = include_thumbnail
+        self.luma_conn_id = luma_conn_id
+        self.max_bytes = max_bytes
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        return LumaHook(self.luma_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        items = self.generation_id if isinstance(self.generation_id, (list, tuple)) else [self.generation_id]
+        folder = len(items) > 1 or str(self.destination).endswith("/")
+        results = [self._download(item, folder) for item in items]
+        return results if isinstance(self.generation_id, (list, tuple)) else results[0]
+
+    def _download(self, item: Any, folder: bool) -> Any:
+        if isinstance(item, dict):
+            generation = LumaGeneration.from_dict(item)
+        else:
+            generation = self.hook.get_generation(api.validate_generation_id(item))
+        if generation.state != LumaState.COMPLETED or not generation.video_url:
+            generation = self.hook.get_generation(generation.id)  # XCom may be stale
+        destination = self._destination(folder)
+        kwargs = {"max_bytes": self.max_bytes} if self.max_bytes else {}
+        video = self.hook.download_video(generation, destination, storage_conn_id=self.storage_conn_id, **kwargs)
+        if not self.include_thumbnail:
+            return video
+        thumb = self.hook.download_thumbnail(generation, destination, storage_conn_id=self.storage_conn_id)
+        return {"generation_id": generation.id, "video": video, "thumbnail": thumb}
+
+    def _destination(self, folder: bool) -> str:
+        dest = str(self.destination)
+        return dest if not folder or dest.endswith("/") else f"{dest}/"
+
+
+def _label(prompt: Any, limit: int = 48) -> str:
+    text = " ".join(str(prompt or "").split())
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+

@@ -1,0 +1,120 @@
+"""LumaTaskSensor: wait for one or many Luma generations to complete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from luma_provider import api
+from luma_provider.hooks.luma import LumaHook
+from luma_provider.models import LumaGeneration, LumaState
+from luma_provider.operators.luma import LumaVideoLink, push_video_link
+from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Extra time the deferral timeout allows beyond the trigger's own deadline, so the trigger
+#: normally reports the timeout itself (with the states it saw).
+DEFER_TIMEOUT_GRACE = 60
+
+
+class LumaTaskSensor(BaseSensorOperator):
+    """Wait until Luma generations are completed; fail with the reason if one fails.
+
+    Deferrable by default: the wait happens in the triggerer and holds no worker slot.
+
+    :param generation_id: one id, a list of ids, or generation dicts (e.g. the submit
+        operator's XCom). Templated.
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param poll_interval: seconds between status checks (also the poke interval).
+    :param deferrable: wait in the triggerer (default) instead of poking from a worker.
+    :return: the completed generation as a dict (a list of dicts when given a list).
+    """
+
+    template_fields: Sequence[str] = ("generation_id",)
+    operator_extra_links = (LumaVideoLink(),)
+    ui_color = "#c9b6f2"
+
+    def __init__(
+        self,
+        *,
+        generation_id: str | Sequence[Any] | dict[str, Any],
+        luma_conn_id: str = LumaHook.default_conn_name,
+        poll_interval: float = 10.0,
+        deferrable: bool = True,
+        timeout: float = 60 * 60,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(timeout=timeout, **kwargs)
+        self.generation_id = generation_id
+        self.luma_conn_id = luma_conn_id
+        self.poll_interval = poll_interval
+        self.deferrable = deferrable
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        return LumaHook(self.luma_conn_id)
+
+    @property
+    def generation_ids(self) -> list[str]:
+        """The rendered ``generation_id`` as a validated list of ids."""
+        value = self.generation_id
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [api.validate_generation_id(i["id"] if isinstance(i, dict) else i, "generation_id") for i in items]
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        ids = self.generation_ids
+        # One look before deferring: already-finished generations need no trigger at all.
+        done = self.poke(context)
+        if done.is_done:
+            return done.xcom_value
+        self.log.info("Deferring: waiting for %d generation(s) in the triggerer", len(ids))
+        self.defer(
+            trigger=LumaTrigger(
+                generation_ids=ids,
+                luma_conn_id=self.luma_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        generations = self.hook.get_generations(self.generation_ids)
+        raise_if_failed(generations)
+        waiting = [g for g in generations if g.state != LumaState.COMPLETED]
+        if waiting:
+            self.log.info("Waiting for %s", ", ".join(f"{g.id} ({g.raw_state or g.state.value})" for g in waiting))
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._result(generations, context))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger: refetch on the worker (events carry no URLs)."""
+        generations = generations_from_event(self.hook, self.generation_ids, event, self._timeout)
+        return self._result(generations, context)
+
+    def _timeout(self, message: str) -> None:
+        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+        if self.soft_fail:
+            raise AirflowSkipException(f"{message} (soft_fail)")
+        raise AirflowSensorTimeout(message)
+
+    def _result(self, generations: list[LumaGeneration], context: Context) -> Any:
+        for gen in generations:
+            self.log.info("Generation %s completed: %s", gen.id, gen.video_url or "(no video URL)")
+        push_video_link(context, generations[0].video_url if len(generations) == 1 else None)
+        dicts = [g.to_dict() for g in generations]
+        single = not isinstance(self.generation_id, (list, tuple))
+        return dicts[0] if single else dicts
+

@@ -1,0 +1,167 @@
+"""LumaTrigger: waits in the triggerer for generations to finish, without a worker slot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from luma_provider.exceptions import LumaAuthError, LumaError, LumaGenerationFailed, LumaNotFoundError
+from luma_provider.models import LumaGeneration, LumaState
+from luma_provider.triggers.poller import StatusPoller
+
+if TYPE_CHECKING:
+    from luma_provider.hooks.luma import LumaHook
+
+#: Event statuses a trigger can emit; ``execute_complete`` methods accept only these.
+EVENT_STATUSES = ("success", "failed", "timeout", "error")
+DEFAULT_ERROR_BUDGET = 10
+AUTH_ERROR_BUDGET = 3
+#: Polls to wait for a video URL after "completed" (gateways sometimes lag, §A.9).
+NO_URL_GRACE_POLLS = 3
+
+
+class LumaTrigger(BaseTrigger):
+    """Poll Luma generations until all complete, one fails, the deadline passes, or errors persist.
+
+    Status checks go through the process-wide ``StatusPoller`` so many triggers share batch
+    requests. Only ids, the connection id, numbers and an absolute deadline are serialized:
+    no secret, no payload, and the deadline survives a triggerer restart.
+
+    :param generation_ids: ids to wait for.
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param poll_interval: seconds between status checks.
+    :param deadline: absolute epoch seconds after which a ``timeout`` event is sent (None: never).
+    :param error_budget: consecutive failed polls tolerated before an ``error`` event
+        (auth errors: at most ``AUTH_ERROR_BUDGET``).
+    """
+
+    def __init__(
+        self,
+        generation_ids: Sequence[str],
+        luma_conn_id: str = "luma_default",
+        poll_interval: float = 10.0,
+        deadline: float | None = None,
+        error_budget: int = DEFAULT_ERROR_BUDGET,
+    ) -> None:
+        super().__init__()
+        self.generation_ids = list(generation_ids)
+        self.luma_conn_id = luma_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = deadline
+        self.error_budget = int(error_budget)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "generation_ids": self.generation_ids,
+                "luma_conn_id": self.luma_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "error_budget": self.error_budget,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        poller = StatusPoller.for_connection(self.luma_conn_id).acquire()
+        try:
+            yield TriggerEvent(await self._wait(poller))
+        finally:
+            await poller.release()
+
+    async def _wait(self, poller: StatusPoller) -> dict[str, Any]:
+        ids = tuple(self.generation_ids)
+        started = time.monotonic()
+        last_states: dict[str, str] = {}
+        errors: list[str] = []
+        auth_errors = 0
+        no_url_polls = 0
+        first = True
+        while True:
+            if self.deadline is not None and time.time() >= self.deadline:
+                return self._event("timeout", last_states, f"Timed out waiting for {self._describe(last_states)}")
+            results = await poller.status(ids, self.poll_interval, first=first)
+            first = False
+            failures = {i: r for i, r in results.items() if isinstance(r, LumaError)}
+            if failures:
+                err = next(iter(failures.values()))
+                auth_errors = auth_errors + 1 if isinstance(err, LumaAuthError) else 0
+                errors.append(f"{type(err).__name__}: {err}")
+                self._log_error(err, len(errors))
+                if auth_errors >= min(AUTH_ERROR_BUDGET, self.error_budget) or len(errors) >= self.error_budget:
+                    kind = "authentication" if auth_errors else "status"
+                    return self._event("error", last_states,
+                                       f"Gave up after {len(errors)} consecutive {kind} errors; last: {errors[-1]}")
+                continue
+            errors.clear()
+            auth_errors = 0
+            generations: list[LumaGeneration] = [results[i] for i in ids]  # type: ignore[misc]
+            self._log_transitions(generations, last_states, started)
+            failed = [g for g in generations if g.state == LumaState.FAILED]
+            if failed:
+                reasons = "; ".join(f"{g.id}: {g.failure_reason or 'no failure_reason given'}" for g in failed)
+                return self._event("failed", last_states, f"Luma generation failed: {reasons}")
+            if all(g.state == LumaState.COMPLETED for g in generations):
+                if any(not g.video_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
+                    no_url_polls += 1
+                    self.log.info("Completed but no video URL yet; checking again (%d/%d)",
+                                  no_url_polls, NO_URL_GRACE_POLLS)
+                    continue
+                return self._event("success", last_states, f"{len(ids)} generation(s) completed")
+
+    def _event(self, status: str, states: dict[str, str], message: str) -> dict[str, Any]:
+        # No URLs or payloads: the triggerer logs events at INFO; the worker refetches.
+        return {"status": status, "generation_ids": self.generation_ids, "states": dict(states), "message": message}
+
+    def _log_transitions(self, generations: list[LumaGeneration], last: dict[str, str], started: float) -> None:
+        elapsed = time.monotonic() - started
+        for gen in generations:
+            state = gen.state.value
+            if last.get(gen.id) != state:
+                estimate = f", estimated {gen.estimate_wait_seconds:.0f}s left" if gen.estimate_wait_seconds else ""
+                self.log.info("Generation %s is %s (raw %r) after %.0fs%s",
+                              gen.id, state, gen.raw_state, elapsed, estimate)
+                last[gen.id] = state
+
+    def _log_error(self, err: LumaError, count: int) -> None:
+        if count == 1 or isinstance(err, LumaNotFoundError):
+            self.log.warning("Status check failed (%s); will retry in %.0fs", err, self.poll_interval)
+        else:
+            self.log.warning("Status check failed again (%d in a row): %s", count, type(err).__name__)
+
+    def _describe(self, states: dict[str, str]) -> str:
+        pending = [f"{i} ({states.get(i, 'not seen')})" for i in self.generation_ids if states.get(i) != "completed"]
+        return ", ".join(pending) or "generations"
+
+
+def generations_from_event(
+    hook: LumaHook, ids: list[str], event: dict[str, Any] | None, on_timeout: Callable[[str], None]
+) -> list[LumaGeneration]:
+    """Worker side of a ``LumaTrigger`` event: allow-list it, refetch, raise the right error.
+
+    :param on_timeout: called with the message for a ``timeout`` event; must raise.
+    """
+    status = (event or {}).get("status")
+    if status not in EVENT_STATUSES:
+        raise LumaError(f"Unexpected trigger event for generations {ids}: {event!r}")
+    message = str(event.get("message", ""))
+    if status == "timeout":
+        on_timeout(message)
+        raise LumaError(message)  # on_timeout must raise; never fall through to success
+    if status == "error":
+        raise LumaError(message)
+    generations = hook.get_generations(ids)  # events carry no URLs: refetch on the worker
+    raise_if_failed(generations)
+    if status == "failed":  # the trigger saw a failure the refetch did not: trust the trigger
+        raise LumaError(message)
+    return generations
+
+
+def raise_if_failed(generations: list[LumaGeneration]) -> None:
+    """Raise ``LumaGenerationFailed`` (id + failure_reason) for the first failed generation."""
+    for gen in generations:
+        if gen.state == LumaState.FAILED:
+            raise LumaGenerationFailed(gen.id, gen.failure_reason)

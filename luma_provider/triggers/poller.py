@@ -1,0 +1,164 @@
+"""One status poller per (event loop, connection), shared by every ``LumaTrigger`` on it.
+
+Hundreds of deferred sensors in one triggerer would otherwise send one request each per poll.
+Here a trigger asks ``await poller.status(ids, interval)``; the answer arrives at the next tick
+of a clock grid shared by all triggers with that interval, and each tick sends one
+``POST /luma/tasks`` per chunk of ids (single GETs when the gateway lacks the route) over one
+keep-alive session. So the request count per cycle grows with ``ids / batch_size``, not with
+the number of triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from luma_provider.exceptions import LumaError, LumaNotFoundError
+
+if TYPE_CHECKING:
+    from luma_provider.hooks.luma import LumaHook
+    from luma_provider.models import LumaGeneration
+
+log = logging.getLogger(__name__)
+
+#: Retries inside one poll; the next poll is itself the retry, so keep this small.
+POLL_RETRIES = 1
+
+
+@dataclass
+class _Waiter:
+    ids: tuple[str, ...]
+    due: float
+    future: asyncio.Future[dict[str, LumaGeneration | LumaError]] = field(repr=False)
+
+
+class StatusPoller:
+    """Coalesces status lookups of many triggers into few batch requests.
+
+    Use ``StatusPoller.for_connection(conn_id)`` inside a running event loop; each trigger
+    holds a lease (``acquire``/``release``) so the poller and its HTTP session close when the
+    last trigger leaves.
+    """
+
+    _registry: dict[tuple[int, str], StatusPoller] = {}
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self.hook = _make_hook(conn_id)
+        self._waiters: list[_Waiter] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._leases = 0
+        self.requests_sent = 0  # batch/GET rounds, for benchmarks and tests
+        self.cycles = 0
+
+    @classmethod
+    def for_connection(cls, conn_id: str) -> StatusPoller:
+        key = (id(asyncio.get_running_loop()), conn_id)
+        poller = cls._registry.get(key)
+        if poller is None:
+            poller = cls._registry[key] = cls(conn_id)
+        return poller
+
+    def acquire(self) -> StatusPoller:
+        self._leases += 1
+        return self
+
+    async def release(self) -> None:
+        self._leases -= 1
+        if self._leases > 0:
+            return
+        key = (id(asyncio.get_running_loop()), self.conn_id)
+        if self._registry.get(key) is self:
+            del self._registry[key]
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.hook.aclose()
+
+    async def status(self, ids: tuple[str, ...], interval: float, *, first: bool = False
+                     ) -> dict[str, LumaGeneration | LumaError]:
+        """Fresh status of ``ids`` at the next tick: a generation or the error for each id.
+
+        :param interval: poll interval; ticks sit on a grid of this step, shared by all triggers.
+        :param first: a trigger's first look; served on a fine 1 s grid for fast feedback.
+        """
+        step = min(interval, 1.0) if first else interval
+        due = (math.floor(time.time() / step) + 1) * step
+        waiter = _Waiter(tuple(ids), due, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._ensure_running()
+        self._wakeup.set()
+        try:
+            return await waiter.future
+        finally:
+            # Cancellation (timeout, task cleared) must not leave the ids behind.
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"luma-poller-{self.conn_id}")
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            if not self._waiters:
+                await self._wakeup.wait()
+                continue
+            delay = min(w.due for w in self._waiters) - time.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                    continue  # an earlier waiter may have arrived
+                except asyncio.TimeoutError:
+                    pass
+            now = time.time()
+            batch = [w for w in self._waiters if w.due <= now + 0.05 and not w.future.done()]
+            for w in batch:
+                self._waiters.remove(w)
+            if batch:
+                await self._serve(batch)
+
+    async def _serve(self, batch: list[_Waiter]) -> None:
+        wanted = list(dict.fromkeys(i for w in batch for i in w.ids))
+        self.cycles += 1
+        results: dict[str, LumaGeneration | LumaError] = {}
+        try:
+            before = self.hook.requests_sent
+            generations = await self.hook.aget_generations(wanted, skip_missing=True)
+            self.requests_sent += self.hook.requests_sent - before
+            results.update({g.id: g for g in generations})
+            for gen_id in wanted:
+                results.setdefault(gen_id, LumaNotFoundError(404, f"generation {gen_id} not found", path="/luma/tasks"))
+        except LumaError as err:
+            results = dict.fromkeys(wanted, err)
+        except Exception as err:  # never let one bad cycle kill the poller for everyone
+            log.exception("Luma status poll failed unexpectedly")
+            results = dict.fromkeys(wanted, LumaError(f"status poll failed: {type(err).__name__}: {err}"))
+        for w in batch:
+            if not w.future.done():
+                w.future.set_result({i: results[i] for i in w.ids})
+
+    @property
+    def waiting_ids(self) -> int:
+        """Ids currently waiting for a tick (0 once every trigger has left: no leak)."""
+        return sum(len(w.ids) for w in self._waiters)
+
+
+def _make_hook(conn_id: str) -> LumaHook:
+    from luma_provider.hooks.luma import LumaHook
+
+    return LumaHook(conn_id, max_retries=POLL_RETRIES)
+
+
+def active_pollers() -> dict[tuple[int, str], StatusPoller]:
+    """The live pollers of this process (for tests and diagnostics)."""
+    return dict(StatusPoller._registry)
+
+
