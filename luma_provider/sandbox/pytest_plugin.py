@@ -1,0 +1,46 @@
+"""pytest fixtures for testing code against a local fake Luma gateway.
+
+Registered through the ``pytest11`` entry point, so it is loaded in *every* pytest
+run where the package is installed: it must import nothing heavy at module level.
+
+* ``luma_sandbox`` - a fresh, started :class:`~luma_provider.sandbox.LumaSandbox`
+  on a free port (function scope);
+* ``luma_sandbox_session`` - one sandbox for the whole session (call ``reset()``
+  yourself between tests if needed);
+* ``luma_conn_env`` - sets ``AIRFLOW_CONN_LUMA_DEFAULT`` to the function-scoped
+  sandbox and yields that sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from luma_provider.sandbox import LumaSandbox
+
+
+@pytest.fixture
+def luma_sandbox() -> Iterator[LumaSandbox]:
+    """A started sandbox with default settings; stopped after the test."""
+    from luma_provider.sandbox import LumaSandbox
+
+    with LumaSandbox(port=0) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def luma_sandbox_session() -> Iterator[LumaSandbox]:
+    """One sandbox for the session; state carries over unless you ``reset()`` it."""
+    from luma_provider.sandbox import LumaSandbox
+
+    with LumaSandbox(port=0) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def luma_conn_env(luma_sandbox: LumaSandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
+    """Point Airflow's ``luma_default`` connection at the sandbox for this test."""
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", luma_sandbox.connection_json)
+    yield luma_sandbox

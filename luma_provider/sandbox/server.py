@@ -1,0 +1,386 @@
+"""aiohttp application: the ``/luma`` gateway routes, the fake CDN and the admin routes.
+
+Request flow (one middleware, so every route behaves the same):
+
+1. find the route name (``submit``, ``get``, ...); admin routes skip everything below;
+2. take a matching fault rule, if any;
+3. unless the fault breaks the exchange *before* processing: check auth, run the handler;
+4. apply the fault to the response (``after_processing`` rules and body faults);
+5. record the request in the stats - including faulted and rejected ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from . import errors, media
+from .breakage import apply_fault, json_response
+from .config import ASPECT_RATIOS, MODEL_NAMES, SandboxConfig
+from .faults import FaultRule, FaultSet
+from .state import COMPLETED, Generation, GenerationStore, render_kling, render_native, render_newapi_task
+from .stats import Stats
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Routes that create generations; a fault hitting them *before* processing must not.
+MUTATING_ROUTES = ("submit", "extend")
+PREFIXES = ("", "/pro", "/vip")
+
+
+class SandboxState:
+    """Everything the handlers share; only touched from the server's event loop."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.store = GenerationStore()
+        self.faults = FaultSet()
+        self.stats = Stats()
+
+    def reset(self) -> None:
+        """Forget generations, stats and faults (the config is kept)."""
+        self.store.clear()
+        self.faults.clear()
+        self.stats.reset()
+
+    def snapshot(self) -> dict[str, Any]:
+        data = self.stats.snapshot()
+        data["generations"] = len(self.store)
+        data["faults"] = self.faults.as_list()
+        data["config"] = self.config.as_dict()
+        return data
+
+
+STATE_KEY = web.AppKey("luma_sandbox_state", SandboxState)
+_ROUTE_NAMES: dict[Handler, str] = {}
+
+
+def _named(name: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTE_NAMES[handler] = name
+        return handler
+
+    return register
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sb(request: web.Request) -> SandboxState:
+    return request.app[STATE_KEY]
+
+
+def _base_url(request: web.Request) -> str:
+    configured = _sb(request).config.public_base_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
+    """Parse the body as JSON whatever the Content-Type (some docs send text/plain)."""
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8") if raw else ""), None
+    except (ValueError, UnicodeDecodeError):
+        return None, json_response(errors.task_error("invalid_request", "request body must be valid JSON"), 400)
+
+
+def _validate_generation_body(body: Any) -> web.Response | None:
+    if not isinstance(body, dict):
+        return json_response(errors.task_error("invalid_request", "request body must be a JSON object"), 400)
+    prompt = body.get("user_prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return json_response(errors.task_error("invalid_request", "user_prompt is required"), 400)
+    ratio = body.get("aspect_ratio")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
+        message = f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}; got {ratio!r}"
+        return json_response(errors.task_error("invalid_request", message), 400)
+    model = body.get("model_name")
+    if model is not None and model not in MODEL_NAMES:
+        message = f"model_name must be one of {', '.join(MODEL_NAMES)}; got {model!r}"
+        return json_response(errors.task_error("invalid_request", message), 400)
+    return None
+
+
+def _not_found(request: web.Request) -> web.Response:
+    if _sb(request).config.not_found_style == "task_not_exist":
+        return json_response(errors.task_error("task_not_exist"), 400)
+    return json_response(errors.task_not_found(), 404)
+
+
+def _invalid_url(request: web.Request) -> web.Response:
+    return json_response(errors.invalid_url(request.method, request.path), 404)
+
+
+def _generation_response(request: web.Request, gen: Generation, *, fresh: bool, status: int = 200) -> web.Response:
+    config = _sb(request).config
+    if config.shape == "kling-wrapper":
+        return json_response(render_kling(gen, fresh=fresh), status)
+    obj = render_native(gen, config, _base_url(request), fresh=fresh)
+    return json_response([obj] if config.shape == "native-array" else obj, status)
+
+
+async def _create(request: web.Request, extend_of: str | None = None) -> web.Response:
+    """Shared submit/extend logic: quota, body validation, creation."""
+    sb = _sb(request)
+    if sb.config.quota_exhausted:
+        return json_response(errors.quota_exhausted(), 403)
+    body, error = await _json_body(request)
+    error = error or _validate_generation_body(body)
+    if error:
+        return error
+    if extend_of is not None:
+        source = sb.store.get(extend_of)
+        if source is None:
+            return _not_found(request)
+        if source.state != COMPLETED:
+            message = f"generation {extend_of} is {source.state}; only completed generations can be extended"
+            return json_response(errors.task_error("invalid_request", message), 400)
+    gen = sb.store.create(body, sb.config, extend_of=extend_of)
+    sb.stats.submissions += 1
+    return _generation_response(request, gen, fresh=True, status=sb.config.submit_status)
+
+
+# --------------------------------------------------------------------------- /luma routes
+
+
+@_named("submit")
+async def submit(request: web.Request) -> web.Response:
+    return await _create(request)
+
+
+@_named("extend")
+async def extend(request: web.Request) -> web.Response:
+    return await _create(request, extend_of=request.match_info["task_id"])
+
+
+@_named("get")
+async def get_generation(request: web.Request) -> web.Response:
+    gen = _sb(request).store.get(request.match_info["task_id"])
+    return _generation_response(request, gen, fresh=False) if gen else _not_found(request)
+
+
+@_named("tasks")
+async def tasks(request: web.Request) -> web.Response:
+    sb = _sb(request)
+    if not sb.config.batch_route:
+        return _invalid_url(request)
+    body, error = await _json_body(request)
+    if error:
+        return error
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return json_response(errors.task_error("invalid_request", "ids must be an array of task id strings"), 400)
+    found = [gen for gen in (sb.store.get(i) for i in ids) if gen is not None]
+    base = _base_url(request)
+    if sb.config.tasks_shape == "newapi-wrapper":
+        data = [render_newapi_task(gen, sb.config, base) for gen in found]
+        return json_response({"code": "success", "message": "", "data": data})
+    return json_response([render_native(gen, sb.config, base) for gen in found])
+
+
+@_named("download_url")
+async def download_url(request: web.Request) -> web.Response:
+    sb = _sb(request)
+    if not sb.config.download_route:
+        return _invalid_url(request)
+    gen = sb.store.get(request.match_info["task_id"])
+    if gen is None:
+        return _not_found(request)
+    if gen.state != COMPLETED:
+        message = f"generation {gen.id} is {gen.state}; no video to download yet"
+        return json_response(errors.task_error("task_not_completed", message), 400)
+    return json_response({"url": f"{_base_url(request)}/media/{gen.id}.mp4?raw=1"})
+
+
+# --------------------------------------------------------------------------- fake CDN
+
+
+@_named("media")
+async def media_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    for suffix, reader, content_type in (
+        ("_last_frame.jpg", media.last_frame_bytes, "image/jpeg"),
+        (".jpg", media.thumbnail_bytes, "image/jpeg"),
+        (".mp4", media.video_bytes, "video/mp4"),
+    ):
+        if name.endswith(suffix):
+            gen = _sb(request).store.get(name[: -len(suffix)])
+            if gen is None or gen.state != COMPLETED:
+                break
+            headers = {"Cache-Control": "public, max-age=3600"}
+            if request.query.get("raw"):
+                headers["Content-Disposition"] = f'attachment; filename="{gen.id}.mp4"'
+            return web.Response(body=reader(gen.id), content_type=content_type, headers=headers)
+    return web.Response(status=404, text="Not Found")
+
+
+@_named("media")
+async def media_blob(request: web.Request) -> web.StreamResponse:
+    """``N`` bytes of generated data, streamed in chunks (download benchmarks up to GiBs)."""
+    try:
+        size = int(request.query.get("size", "0"))
+    except ValueError:
+        size = -1
+    if not 0 <= size <= media.MAX_BLOB_SIZE:
+        return web.Response(status=400, text=f"size must be an integer between 0 and {media.MAX_BLOB_SIZE}")
+    rule: FaultRule | None = request.get("sandbox_fault")
+    limit = size // 2 if rule and rule.kind in ("short_body", "reset_mid_body") else size
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    resp.content_length = size
+    await resp.prepare(request)
+    chunk, sent = media.blob_chunk(), 0
+    while sent < limit and request.method != "HEAD":
+        piece = chunk[: min(len(chunk), limit - sent)]
+        await resp.write(piece)  # awaits the socket drain, so memory stays flat
+        sent += len(piece)
+    if limit < size:
+        request.transport and request.transport.close()
+    return resp
+
+
+# --------------------------------------------------------------------------- admin
+
+
+async def admin_health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def admin_stats(request: web.Request) -> web.Response:
+    return json_response(_sb(request).snapshot())
+
+
+async def admin_get_config(request: web.Request) -> web.Response:
+    return json_response(_sb(request).config.as_dict())
+
+
+async def admin_config(request: web.Request) -> web.Response:
+    body, error = await _json_body(request)
+    if error:
+        return error
+    try:
+        if not isinstance(body, dict):
+            raise ValueError("config must be a JSON object")
+        _sb(request).config.update(**body)
+    except (TypeError, ValueError) as exc:
+        return json_response({"error": str(exc)}, 400)
+    return json_response(_sb(request).config.as_dict())
+
+
+async def admin_add_faults(request: web.Request) -> web.Response:
+    body, error = await _json_body(request)
+    if error:
+        return error
+    try:
+        _sb(request).faults.add(body)
+    except (TypeError, ValueError) as exc:
+        return json_response({"error": str(exc)}, 400)
+    return json_response(_sb(request).faults.as_list())
+
+
+async def admin_list_faults(request: web.Request) -> web.Response:
+    return json_response(_sb(request).faults.as_list())
+
+
+async def admin_clear_faults(request: web.Request) -> web.Response:
+    _sb(request).faults.clear()
+    return json_response([])
+
+
+async def admin_reset(request: web.Request) -> web.Response:
+    _sb(request).reset()
+    return json_response({"status": "reset"})
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+def _auth_ok(request: web.Request, api_key: str | None) -> bool:
+    if api_key is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and token.strip() == api_key
+
+
+@web.middleware
+async def sandbox_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route_handler = getattr(request.match_info.route, "handler", None)
+    if request.path.startswith("/_sandbox/"):
+        return await handler(request)
+    route = _ROUTE_NAMES.get(route_handler, "unmatched")
+    sb = _sb(request)
+    rule = sb.faults.take(route) if route != "unmatched" else None
+    request["sandbox_fault"] = rule
+    auth_ok: bool | None = None
+    status: int | str = "error"  # kept if the handler raises or the client goes away
+    try:
+        resp: web.StreamResponse | None = None
+        processes = rule is None or rule.processes_request or (
+            rule.kind in ("truncated_json", "reset_mid_body", "short_body") and route not in MUTATING_ROUTES
+        )
+        if processes:
+            if rule is not None and rule.kind == "delay":
+                await asyncio.sleep(rule.seconds)
+            resp, auth_ok = await _process(request, handler, route, sb)
+        elif route in MUTATING_ROUTES:
+            # A believable body for body-breaking faults, from a job that is never stored.
+            ghost = GenerationStore().create({"user_prompt": "ghost"}, sb.config)
+            resp = _generation_response(request, ghost, fresh=True, status=sb.config.submit_status)
+        if rule is not None and isinstance(resp, web.Response | None):
+            resp = await apply_fault(request, rule, resp)
+        assert resp is not None
+        status = "reset" if rule is not None and rule.kind == "reset" else resp.status
+        return resp
+    finally:
+        sb.stats.record(
+            method=request.method,
+            path=request.path,
+            route=route,
+            status=status,
+            auth_ok=auth_ok,
+            fault=rule.kind if rule else None,
+        )
+
+
+async def _process(
+    request: web.Request, handler: Handler, route: str, sb: SandboxState
+) -> tuple[web.StreamResponse, bool | None]:
+    """Auth check (not for the CDN) then the real handler; unknown paths get new-api's 404."""
+    if route == "unmatched":
+        return _invalid_url(request), None
+    if route == "media":
+        return await handler(request), None
+    if not _auth_ok(request, sb.config.api_key):
+        return json_response(errors.unauthorized(), 401), False
+    return await handler(request), True
+
+
+# --------------------------------------------------------------------------- app factory
+
+
+def create_app(config: SandboxConfig | None = None, state: SandboxState | None = None) -> web.Application:
+    """Build the sandbox application; pass ``state`` to share it with a controller."""
+    app = web.Application(middlewares=[sandbox_middleware], client_max_size=32 * 1024**2)
+    app[STATE_KEY] = state or SandboxState(config)
+    for prefix in PREFIXES:
+        base = f"{prefix}/luma"
+        app.router.add_post(f"{base}/generations", submit)
+        app.router.add_post(f"{base}/generations/", submit)
+        app.router.add_get(f"{base}/generations/{{task_id}}", get_generation)
+        app.router.add_post(f"{base}/generations/{{task_id}}/extend", extend)
+        app.router.add_get(f"{base}/generations/{{task_id}}/download_video_url", download_url)
+        app.router.add_post(f"{base}/tasks", tasks)
+    app.router.add_get("/media/blob", media_blob)
+    app.router.add_get("/media/{name}", media_file)
+    app.router.add_get("/_sandbox/health", admin_health)
+    app.router.add_get("/_sandbox/stats", admin_stats)
+    app.router.add_get("/_sandbox/config", admin_get_config)
+    app.router.add_post("/_sandbox/config", admin_config)
+    app.router.add_get("/_sandbox/faults", admin_list_faults)
+    app.router.add_post("/_sandbox/faults", admin_add_faults)
+    app.router.add_delete("/_sandbox/faults", admin_clear_faults)
+    app.router.add_post("/_sandbox/reset", admin_reset)
+    return app
