@@ -55,6 +55,8 @@ class SandboxState:
 
 
 STATE_KEY = web.AppKey("luma_sandbox_state", SandboxState)
+# RequestKey only exists in recent aiohttp; a plain string works everywhere.
+FAULT_KEY: Any = web.RequestKey("luma_sandbox_fault", object) if hasattr(web, "RequestKey") else "luma_sandbox_fault"
 _ROUTE_NAMES: dict[Handler, str] = {}
 
 
@@ -226,7 +228,7 @@ async def media_blob(request: web.Request) -> web.StreamResponse:
         size = -1
     if not 0 <= size <= media.MAX_BLOB_SIZE:
         return web.Response(status=400, text=f"size must be an integer between 0 and {media.MAX_BLOB_SIZE}")
-    rule: FaultRule | None = request.get("sandbox_fault")
+    rule: FaultRule | None = request.get(FAULT_KEY)
     limit = size // 2 if rule and rule.kind in ("short_body", "reset_mid_body") else size
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     resp.content_length = size
@@ -313,7 +315,7 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = _ROUTE_NAMES.get(route_handler, "unmatched")
     sb = _sb(request)
     rule = sb.faults.take(route) if route != "unmatched" else None
-    request["sandbox_fault"] = rule
+    request[FAULT_KEY] = rule
     auth_ok: bool | None = None
     status: int | str = "error"  # kept if the handler raises or the client goes away
     try:
@@ -323,6 +325,7 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
         if processes:
             if rule is not None and rule.kind == "delay":
+                await request.read()  # take the whole request first, like a slow gateway that got it
                 await asyncio.sleep(rule.seconds)
             resp, auth_ok = await _process(request, handler, route, sb)
         elif route in MUTATING_ROUTES:

@@ -1,0 +1,131 @@
+"""CLI, cross-process control (SandboxAdmin), pytest fixtures and import hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from luma_provider.sandbox import LumaSandbox, SandboxAdmin
+
+
+@pytest.fixture
+def cli_sandbox(tmp_path: Path):
+    port_file = tmp_path / "sandbox.url"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luma_provider.sandbox", "--port", "0", "--port-file", str(port_file),
+         "--api-key", "cli-key", "--time-scale", "0", "--tasks-shape", "newapi-wrapper"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "CLI sandbox did not start"
+            time.sleep(0.05)
+        yield proc, port_file.read_text().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_cli_serves_and_stops_on_sigterm(cli_sandbox) -> None:
+    proc, url = cli_sandbox
+    assert url.startswith("http://127.0.0.1:")
+    headers = {"Authorization": "Bearer cli-key"}
+    gen = requests.post(f"{url}/luma/generations", json={"user_prompt": "x"}, headers=headers, timeout=5).json()
+    tasks = requests.post(f"{url}/luma/tasks", json={"ids": [gen["id"]]}, headers=headers, timeout=5).json()
+    assert tasks["data"][0]["status"] == "SUCCESS"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"Luma sandbox listening on {url} (API key: cli…)" in out
+    assert "cli-key" not in out
+
+
+def test_sandbox_admin_controls_another_process(cli_sandbox) -> None:
+    _, url = cli_sandbox
+    admin = SandboxAdmin(url)
+    admin.wait_ready()
+    headers = {"Authorization": "Bearer cli-key"}
+    assert admin.configure(shape="native-array")["shape"] == "native-array"
+    admin.add_fault(route="submit", kind="status", status=503)
+    first = requests.post(f"{url}/luma/generations", json={"user_prompt": "x"}, headers=headers, timeout=5)
+    second = requests.post(f"{url}/luma/generations", json={"user_prompt": "x"}, headers=headers, timeout=5)
+    assert (first.status_code, second.status_code) == (503, 200)
+    assert isinstance(second.json(), list)
+    assert admin.submissions == 1
+    assert admin.stats()["by_status"] == {"503": 1, "200": 1}
+    with pytest.raises(ValueError, match="400"):
+        admin.configure(shape="nope")
+    admin.add_fault(route="get", kind="reset")
+    assert len(admin.faults()) == 2
+    admin.clear_faults()
+    assert admin.faults() == []
+    admin.reset()
+    assert admin.stats()["requests"] == 0
+
+
+def test_admin_routes_need_no_auth_and_health(sb) -> None:
+    assert requests.get(f"{sb.url}/_sandbox/health", timeout=5).json() == {"status": "ok"}
+    resp = requests.post(f"{sb.url}/_sandbox/faults", json=[{"route": "get", "kind": "empty"}], timeout=5)
+    assert resp.status_code == 200 and resp.json()[0]["kind"] == "empty"
+    assert requests.post(f"{sb.url}/_sandbox/faults", json=[{"kind": "bogus"}], timeout=5).status_code == 400
+    assert requests.delete(f"{sb.url}/_sandbox/faults", timeout=5).json() == []
+
+
+def test_connection_json_and_uri(sb) -> None:
+    conn = json.loads(sb.connection_json)
+    assert conn == {"conn_type": "luma", "host": sb.url, "password": "sandbox-key"}
+    assert sb.connection_uri == f"luma://http://:sandbox-key@127.0.0.1%3A{sb.port}"
+
+
+def test_luma_conn_env_fixture_sets_airflow_connection(luma_conn_env: LumaSandbox) -> None:
+    conn = json.loads(os.environ["AIRFLOW_CONN_LUMA_DEFAULT"])
+    assert conn["host"] == luma_conn_env.url
+    resp = requests.get(f"{conn['host']}/_sandbox/health", timeout=5)
+    assert resp.status_code == 200
+
+
+def test_session_and_function_fixtures_are_distinct_sandboxes(luma_sandbox_session: LumaSandbox, luma_sandbox: LumaSandbox) -> None:
+    assert luma_sandbox_session.url != luma_sandbox.url
+    assert requests.get(f"{luma_sandbox_session.url}/_sandbox/health", timeout=5).ok
+
+
+def test_sync_use_from_inside_a_running_event_loop() -> None:
+    """The sandbox has its own loop, so async tests can use it too."""
+    import asyncio
+
+    import aiohttp
+
+    async def scenario() -> int:
+        with LumaSandbox(port=0, time_scale=0) as sandbox:
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer sandbox-key"}) as session:
+                async with session.post(f"{sandbox.url}/luma/generations", json={"user_prompt": "x"}) as resp:
+                    await resp.json()
+            return sandbox.submissions
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_import_is_light_and_airflow_free() -> None:
+    code = (
+        "import sys, luma_provider.sandbox, luma_provider.sandbox.pytest_plugin;"
+        "bad = [m for m in ('airflow', 'aiohttp', 'requests') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
