@@ -7,13 +7,15 @@ run where the package is installed: it must import nothing heavy at module level
   on a free port (function scope);
 * ``luma_sandbox_session`` - one sandbox for the whole session (call ``reset()``
   yourself between tests if needed);
+* ``luma_sandbox_factory`` - ``factory(**config)`` starts extra sandboxes with any
+  config (e.g. ``time_scale=0``); all are stopped after the test;
 * ``luma_conn_env`` - sets ``AIRFLOW_CONN_LUMA_DEFAULT`` to the function-scoped
   sandbox and yields that sandbox.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
@@ -28,6 +30,23 @@ def luma_sandbox() -> Iterator[LumaSandbox]:
 
     with LumaSandbox(port=0) as sandbox:
         yield sandbox
+
+
+@pytest.fixture
+def luma_sandbox_factory() -> Iterator[Callable[..., LumaSandbox]]:
+    """``factory(**config)`` -> a started sandbox with that config, stopped after the test."""
+    from luma_provider.sandbox import LumaSandbox
+
+    started: list[LumaSandbox] = []
+
+    def factory(**config: Any) -> LumaSandbox:
+        sandbox = LumaSandbox(**{"port": 0, **config}).start()
+        started.append(sandbox)
+        return sandbox
+
+    yield factory
+    for sandbox in started:
+        sandbox.stop()
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,10 @@ class LumaSandbox:
         self._runner: Any = None
         self._state: Any = None
 
+    def __repr__(self) -> str:
+        running = "running" if self._thread is not None else "stopped"
+        return f"<LumaSandbox {self.url} {running}>"
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LumaSandbox:

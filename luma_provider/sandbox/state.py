@@ -206,17 +206,15 @@ def render_kling(gen: Generation, *, fresh: bool = False) -> dict[str, Any]:
     """Kling's envelope (reference §A.10): ids and status only, no video URLs."""
     state = PENDING if fresh else gen.phase()[0]
     created_ms = int(gen.created_wall * 1000)
-    return {
-        "code": 0,
-        "message": "SUCCEED",
-        "request_id": str(uuid.uuid4()),
-        "data": {
-            "task_id": gen.id,
-            "task_status": _KLING_STATUS[state],
-            "created_at": created_ms,
-            "updated_at": int(_last_transition(gen, state) * 1000),
-        },
+    data: dict[str, Any] = {
+        "task_id": gen.id,
+        "task_status": _KLING_STATUS[state],
+        "created_at": created_ms,
+        "updated_at": int(_last_transition(gen, state) * 1000),
     }
+    if state == FAILED:
+        data["task_status_msg"] = gen.failure_reason  # Kling's name for the failure reason
+    return {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
 
 
 def render_newapi_task(gen: Generation, config: SandboxConfig, base: str) -> dict[str, Any]:

@@ -99,7 +99,9 @@ def test_luma_conn_env_fixture_sets_airflow_connection(luma_conn_env: LumaSandbo
     assert resp.status_code == 200
 
 
-def test_session_and_function_fixtures_are_distinct_sandboxes(luma_sandbox_session: LumaSandbox, luma_sandbox: LumaSandbox) -> None:
+def test_session_and_function_fixtures_are_distinct_sandboxes(
+    luma_sandbox_session: LumaSandbox, luma_sandbox: LumaSandbox
+) -> None:
     assert luma_sandbox_session.url != luma_sandbox.url
     assert requests.get(f"{luma_sandbox_session.url}/_sandbox/health", timeout=5).ok
 
@@ -129,3 +131,13 @@ def test_import_is_light_and_airflow_free() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_sandbox_factory_fixture(luma_sandbox_factory) -> None:
+    fast = luma_sandbox_factory(time_scale=0, shape="kling-wrapper", api_key="k2")
+    assert "running" in repr(fast)
+    headers = {"Authorization": "Bearer k2"}
+    body = requests.post(f"{fast.url}/luma/generations", json={"user_prompt": "x #fail: boom"}, headers=headers,
+                         timeout=5).json()
+    task = requests.get(f"{fast.url}/luma/generations/{body['data']['task_id']}", headers=headers, timeout=5).json()
+    assert task["data"]["task_status"] == "failed" and task["data"]["task_status_msg"] == "boom"

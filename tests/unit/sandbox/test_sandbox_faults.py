@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -74,7 +75,7 @@ def test_reset_drops_connection_without_creating_generation(instant, api) -> Non
 @pytest.mark.parametrize("kind", ["reset", "status"])
 def test_after_processing_creates_generation_then_fails(instant, api, kind) -> None:
     instant.add_fault(route="submit", kind=kind, status=504, after_processing=True)
-    with pytest.raises(requests.ConnectionError) if kind == "reset" else _nullcontext():
+    with pytest.raises(requests.ConnectionError) if kind == "reset" else contextlib.nullcontext():
         resp = api(instant, "POST", SUBMIT, json={"user_prompt": "x"})
         assert resp.status_code == 504
     assert instant.submissions == 1  # the gateway took the job although the client saw a failure
@@ -125,7 +126,10 @@ def test_delay_triggers_client_timeout_and_still_processes(instant, api) -> None
     started = time.monotonic()
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(
-            instant.url + SUBMIT, json={"user_prompt": "x"}, headers={"Authorization": "Bearer sandbox-key"}, timeout=0.3
+            instant.url + SUBMIT,
+            json={"user_prompt": "x"},
+            headers={"Authorization": "Bearer sandbox-key"},
+            timeout=0.3,
         )
     assert time.monotonic() - started < 0.9
     time.sleep(0.9)
@@ -231,11 +235,3 @@ def test_many_concurrent_keepalive_connections(instant, submit) -> None:
         for s in socks:
             s.close()
     assert ok == 300
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False

@@ -348,7 +348,9 @@ def test_extend_requires_completed_source_and_creates_new_generation(sb, api, su
     assert resp.status_code == 200
     new = resp.json()
     assert new["id"] != source and new["state"] == "pending"
-    done = wait_for(lambda: (b := api(sb, "GET", f"/luma/generations/{new['id']}").json())["state"] == "completed" and b)
+    done = wait_for(
+        lambda: (b := api(sb, "GET", f"/luma/generations/{new['id']}").json())["state"] == "completed" and b
+    )
     assert done["request"]["extend_of"] == source and done["prompt"] == "add cat"
     assert sb.submissions == 2
     assert api(sb, "POST", f"/luma/generations/{uuid.uuid4()}/extend", json={"user_prompt": "x"}).status_code == 404
