@@ -1,0 +1,38 @@
+# Everything starts from a bare Python 3.11: `make test` and `make demo` create .venv themselves.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install when the dependency lists change.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: test test-fast demo sandbox bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo ">> creating $(VENV) with $(PYTHON) and installing the provider (pinned by constraints.txt)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	@$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+## test: the whole suite (unit, sandbox, example DAGs under `airflow dags test`, real scheduler e2e)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## test-fast: unit tests only
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+## demo: run the daily content pipeline against the local sandbox (or a real gateway if LUMA_API_KEY is set)
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+## sandbox: serve the Luma sandbox on http://127.0.0.1:8000 (API key: sandbox-key)
+sandbox: $(STAMP)
+	$(BIN)/python -m luma_provider.sandbox --port 8000 --api-key sandbox-key
+
+## bench: run the benchmarks and print their tables
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info airflow_home output

@@ -1,0 +1,99 @@
+"""Daily content pipeline: one Luma video per prompt, every day, into your object storage.
+
+What it shows:
+
+* prompts for the run come from ``prompts/daily_prompts.yaml`` beside this file (or the
+  ``prompts_file`` param), read at run time, never at parse time;
+* a **mapped task group** per prompt: submit (``LumaGenerateOperator``) -> wait
+  (``LumaTaskSensor``, deferrable: no worker slot held while Luma renders) -> download the video
+  and thumbnail (``LumaDownloadVideoOperator``) into ``{output_root}/{{ ds }}/``;
+  ``output_root`` is any ``ObjectStoragePath`` URI (``s3://bucket/videos``, ``gs://...``,
+  ``file:///...``; default ``$AIRFLOW_HOME/luma_output``);
+* ``report`` runs whatever happened (``trigger_rule=all_done``) and writes ``manifest.json`` and a
+  playable ``index.html`` gallery next to the videos, failed prompts included with their reason;
+  ``check`` then fails the run if any prompt failed, so one bad prompt neither sinks the batch
+  nor goes unnoticed;
+* concurrency against the gateway is capped by the Airflow pool named in ``LUMA_POOL``
+  (create it with ``airflow pools set luma 5 "Luma gateway"``; default: ``default_pool``).
+  Deferred sensors do not take pool slots, so the pool limits submissions and downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+
+from airflow.sdk import DAG, Param, task, task_group
+from luma_provider.operators.luma import LumaDownloadVideoOperator, LumaGenerateOperator
+from luma_provider.sensors.luma import LumaTaskSensor
+
+PROMPTS_FILE = str(Path(__file__).parent / "prompts" / "daily_prompts.yaml")
+OUTPUT_ROOT = os.environ.get(
+    "LUMA_OUTPUT_ROOT", f"file://{os.path.join(os.environ.get('AIRFLOW_HOME', os.path.expanduser('~/airflow')), 'luma_output')}"
+)
+POOL = os.environ.get("LUMA_POOL", "default_pool")
+POLL_INTERVAL = float(os.environ.get("LUMA_POLL_INTERVAL", "15"))
+
+with DAG(
+    dag_id="luma_daily_content",
+    description="Generate one Luma video per prompt every day; manifest + HTML gallery per run",
+    schedule="0 6 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["luma", "example"],
+    params={
+        "prompts_file": Param(PROMPTS_FILE, type="string", description="YAML or CSV file of prompts"),
+        "output_root": Param(OUTPUT_ROOT, type="string", description="ObjectStoragePath URI for outputs"),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def load_prompts(params: dict) -> list[dict]:
+        """Read the prompt file (YAML list or CSV with a header) into operator kwargs."""
+        from luma_provider.prompts import load_prompt_file
+
+        return load_prompt_file(params["prompts_file"])
+
+    @task_group
+    def generate(prompt, aspect_ratio, image_url, image_end_url, model, loop):
+        submit = LumaGenerateOperator(
+            task_id="submit", prompt=prompt, aspect_ratio=aspect_ratio, image_url=image_url,
+            image_end_url=image_end_url, model=model, loop=loop, pool=POOL,
+            retries=2, retry_delay=timedelta(seconds=30),
+        )
+        wait = LumaTaskSensor(
+            task_id="wait", generation_id=submit.output, poll_interval=POLL_INTERVAL, timeout=60 * 60,
+            map_index_template="{{ task.generation_id }}",
+        )
+        LumaDownloadVideoOperator(
+            task_id="download", generation_id=wait.output, include_thumbnail=True, pool=POOL,
+            retries=2, retry_delay=timedelta(seconds=30),
+            destination="{{ params.output_root }}/{{ ds }}/",
+        )
+        return submit
+
+    @task(trigger_rule="all_done")
+    def report(params: dict, ds: str, run_id: str, ti=None) -> dict:
+        """Manifest + gallery for every prompt of the run, whatever state each ended in."""
+        from luma_provider.report import write_run_report
+
+        return write_run_report(ti=ti, run_id=run_id, output_dir=f"{params['output_root']}/{ds}",
+                                group_id="generate")
+
+    @task
+    def check(summary: dict) -> None:
+        """Fail the run (after the report is written) if any prompt did not produce a video."""
+        failed = [g for g in summary["generations"] if g["state"] != "completed"]
+        if failed:
+            lines = "; ".join(f"{g['prompt'][:40]!r}: {g.get('failure_reason') or g['state']}" for g in failed)
+            raise RuntimeError(f"{len(failed)} of {summary['total']} generations did not complete: {lines}")
+
+    groups = generate.expand_kwargs(load_prompts())
+    summary = report()
+    groups >> summary
+    check(summary)
