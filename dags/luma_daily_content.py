@@ -70,12 +70,12 @@ with DAG(
             task_id="wait", generation_id=submit.output, poll_interval=POLL_INTERVAL, timeout=60 * 60,
             map_index_template="{{ task.generation_id }}",
         )
-        LumaDownloadVideoOperator(
+        # Returning the tail makes `report` wait for every step of every prompt.
+        return LumaDownloadVideoOperator(
             task_id="download", generation_id=wait.output, include_thumbnail=True, pool=POOL,
             retries=2, retry_delay=timedelta(seconds=30),
             destination="{{ params.output_root }}/{{ ds }}/",
         )
-        return submit
 
     @task(trigger_rule="all_done")
     def report(params: dict, ds: str, run_id: str, ti=None) -> dict:
