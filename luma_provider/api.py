@@ -100,27 +100,35 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
     if urlsplit(host).scheme not in ("http", "https"):
         raise LumaConfigError(f"Connection {conn_id!r}: host must be an http(s) URL, got scheme "
                               f"{urlsplit(host).scheme!r}")
-    if port and not urlsplit(host).port:
-        host = f"{host}:{port}"
     if host.endswith("/luma"):  # a common paste error: the routes already start with /luma
         host = host[: -len("/luma")]
+    parts = urlsplit(host)
+    try:
+        parts.port
+    except ValueError:
+        raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} has an invalid port")
+    if port and not parts.port:
+        host = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
 
-    def opt(name: str, cast: Callable[[Any], T], default: T) -> T:
+    def opt(name: str, cast: Callable[[Any], T], default: T, minimum: float | None = None) -> T:
         value = extra.get(name, extra.get(f"extra__luma__{name}"))
         if value in (None, ""):
             return default
         try:
-            return cast(value)
+            result = cast(value)
         except (TypeError, ValueError):
             raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} has invalid value {value!r}")
+        if minimum is not None and result < minimum:  # type: ignore[operator]
+            raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} must be >= {minimum}, got {value!r}")
+        return result
 
     prefix = opt("path_prefix", str, "").strip().rstrip("/")
     return ConnectionSettings(
         base_url=host,
         api_key=password or None,
-        timeout=opt("timeout", float, DEFAULT_TIMEOUT),
-        max_retries=opt("max_retries", int, DEFAULT_MAX_RETRIES),
-        batch_size=max(1, opt("batch_size", int, DEFAULT_BATCH_SIZE)),
+        timeout=opt("timeout", float, DEFAULT_TIMEOUT, minimum=0.001),
+        max_retries=opt("max_retries", int, DEFAULT_MAX_RETRIES, minimum=0),
+        batch_size=opt("batch_size", int, DEFAULT_BATCH_SIZE, minimum=1),
         path_prefix=f"/{prefix.lstrip('/')}" if prefix else "",
         verify_ssl=opt("verify_ssl", _to_bool, True),
     )
@@ -151,10 +159,13 @@ def validate_image_url(value: Any, field_name: str) -> str:
         match = _DATA_URI_RE.match(value)
         if not match:
             raise LumaValidationError(field_name, "data URIs must look like data:image/<format>;base64,<data>")
+        data = re.sub(r"\s+", "", match["data"])
         try:
-            base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
+            decoded = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise LumaValidationError(field_name, "the data URI does not contain valid base64")
+        if not decoded:
+            raise LumaValidationError(field_name, "the data URI holds no image data")
         return value
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -198,9 +209,9 @@ def build_generation_body(
             raise LumaValidationError("extra", f"{key!r} is set through its own parameter, not extra")
         body[key] = value
     try:
-        json.dumps(body)
+        json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise LumaValidationError("extra", f"must be JSON-serializable ({err})")
+        raise LumaValidationError("extra", f"must be JSON-serializable, without NaN or Infinity ({err})")
     return body
 
 
@@ -274,7 +285,7 @@ def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport, *,
                     found[gen.id] = gen
                 support.available = True
             except LumaAPIError as err:
-                if err.status not in (404, 405):
+                if err.status not in (404, 405) or err.code == "task_not_exist":
                     raise
                 log.info("Gateway has no batch status route (HTTP %s); using one GET per generation.", err.status)
                 support.available = False
@@ -370,7 +381,7 @@ def error_for_status(request: Request, status: int, headers: Mapping[str, str], 
     if status in (400, 422):
         return LumaBadRequestError(status, message, **kwargs)
     if status >= 500:
-        return LumaServerError(status, message, **kwargs)
+        return LumaServerError(status, message, retry_after=retry_after_seconds(headers), **kwargs)
     return LumaAPIError(status, message, **kwargs)
 
 

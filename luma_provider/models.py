@@ -136,8 +136,7 @@ def _parse_item(item: Any) -> LumaGeneration:
 
 def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
     gen_id = obj.get("id")
-    if not gen_id:
-        raise LumaResponseShapeError("generation object has no 'id'")
+    _require_id(gen_id, "generation object")
     raw_state = obj.get("state")
     video = _dict(obj.get("video"))
     video_raw = _dict(obj.get("video_raw"))
@@ -182,6 +181,7 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
 
 def _parse_task_row(row: dict[str, Any]) -> LumaGeneration:
     """A new-api task row: ``{task_id, status, fail_reason, data: {native}}``."""
+    _require_id(row.get("task_id"), "task row")
     inner = _dict(row.get("data"))
     base = _parse_native({"id": row["task_id"], **inner}) if inner else LumaGeneration(
         id=str(row["task_id"]), state=LumaState.UNKNOWN
@@ -204,6 +204,7 @@ def _parse_task_row(row: dict[str, Any]) -> LumaGeneration:
 
 
 def _parse_kling(payload: dict[str, Any], data: dict[str, Any]) -> LumaGeneration:
+    _require_id(data.get("task_id"), "wrapper data")
     raw_state = data.get("task_status")
     return LumaGeneration(
         id=str(data["task_id"]),
@@ -213,6 +214,11 @@ def _parse_kling(payload: dict[str, Any], data: dict[str, Any]) -> LumaGeneratio
         created_at=_timestamp(data.get("created_at")),
         raw=payload,
     )
+
+
+def _require_id(value: Any, where: str) -> None:
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "":
+        raise LumaResponseShapeError(f"{where} has no usable id: {value!r}")
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -309,7 +309,9 @@ class LumaHook(HttpHook):
                 request.method, url, json=request.json, headers=settings.auth_headers_for(url),
                 allow_redirects=False, ssl=None if settings.verify_ssl else False,
             ) as response:
-                text = await response.text()
+                # Lenient decode: a truncated or non-UTF-8 body must become a retryable
+                # LumaTransportError in decode(), not a UnicodeDecodeError on the event loop.
+                text = (await response.read()).decode(response.charset or "utf-8", errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
             never = isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
             raise _transport_error(request, err, sent=not never, settings=settings) from None
@@ -416,6 +418,8 @@ class LumaHook(HttpHook):
                 raise LumaTransportError(f"Short download of {target.name}: got {written} of {expected} bytes")
             tmp.rename(target)
             return written
+        except requests.exceptions.InvalidSchema:
+            raise LumaDownloadError(f"Download of {target.name} redirected to a non-http(s) URL; refused") from None
         except requests.exceptions.RequestException as err:
             raise LumaTransportError(f"Download of {target.name} failed: {type(err).__name__}") from None
         finally:

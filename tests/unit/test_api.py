@@ -189,12 +189,10 @@ class TestValidation:
     def test_generation_id_is_stripped(self):
         assert validate_generation_id("  abc-1 \n") == "abc-1"
 
-    @pytest.mark.xfail(strict=True, reason="BUG: 'data:image/png;base64,' with no image data passes validation")
     def test_empty_data_uri_rejected(self):
         with pytest.raises(LumaValidationError, match="image_url"):
             build_generation_body("p", image_url="data:image/png;base64,")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: NaN/Infinity in extra pass json.dumps (allow_nan) but are not JSON")
     def test_nan_extra_rejected(self):
         with pytest.raises(LumaValidationError, match="extra"):
             build_generation_body("p", extra={"seed": float("nan")})
@@ -594,7 +592,6 @@ class TestSettingsFromConnection:
     def test_host_normalisation(self, host, port, base_url):
         assert _settings(host, port=port).base_url == base_url
 
-    @pytest.mark.xfail(strict=True, reason="BUG: the port is appended after the path ('https://gw.example/luma:8443')")
     @pytest.mark.parametrize(
         "host, port, base_url",
         [("https://gw.example/luma", 8443, "https://gw.example:8443"),
@@ -621,8 +618,9 @@ class TestSettingsFromConnection:
         s = _settings(extra={"timeout": "", "max_retries": None, "path_prefix": None, "verify_ssl": ""})
         assert (s.timeout, s.max_retries, s.path_prefix, s.verify_ssl) == (30.0, 5, "", True)
 
-    def test_batch_size_at_least_one(self):
-        assert _settings(extra={"batch_size": 0}).batch_size == 1
+    def test_batch_size_below_one_rejected(self):
+        with pytest.raises(LumaConfigError, match="'batch_size' must be >= 1"):
+            _settings(extra={"batch_size": 0})
 
     @pytest.mark.parametrize(
         "extra, name",
@@ -636,7 +634,6 @@ class TestSettingsFromConnection:
         assert f"extra field {name!r}" in str(info.value)
         assert repr(next(iter(extra.values()))) in str(info.value)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: timeout <= 0 / max_retries < 0 accepted though conn-fields say minimum")
     @pytest.mark.parametrize("extra", [{"timeout": 0}, {"timeout": -5}, {"max_retries": -1}])
     def test_out_of_range_extra_rejected(self, extra):
         with pytest.raises(LumaConfigError, match=next(iter(extra))):

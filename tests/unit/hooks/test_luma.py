@@ -574,13 +574,6 @@ class TestDownloads:
         assert_mp4(tmp_path / name, done)
         assert files_in(tmp_path) == [name]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (minor): a redirect to a non-http(s) URL never reaches the 'Download redirected to a "
-        "non-http(s) URL; refused' check: requests raises InvalidSchema while following it, which becomes "
-        "a retryable LumaTransportError, so the refusal is retried max_retries times and surfaces as a "
-        "transport error instead of LumaDownloadError.",
-    )
     def test_redirect_to_file_url_refused(self, sandbox, hook, done, tmp_path, fast_backoff):
         sandbox.add_fault(route="media", kind="status", status=302, body="", times=100,
                           headers={"Location": "file:///etc/passwd"})
@@ -683,13 +676,6 @@ class TestAsyncTransport:
         assert info.value.sent is False
         assert hook.requests_sent == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: _asend_once decodes with aiohttp response.text() (strict UTF-8) and only catches "
-        "ClientError/TimeoutError, so a body that is not valid UTF-8 (here: truncated inside a multi-byte "
-        "character) escapes as a raw UnicodeDecodeError: not a LumaError, not retried. The sync transport "
-        "(requests, errors='replace') recovers from the same answer.",
-    )
     def test_truncated_body_splitting_a_utf8_character_is_retried(self, sandbox, hook):
         sandbox.configure(time_scale=0)
         headers = {"Authorization": f"Bearer {sandbox.api_key}"}
