@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 from luma_provider import api
 from luma_provider.exceptions import LumaValidationError
 from luma_provider.hooks.luma import LumaHook
+from luma_provider.ledger import GenerationLedger, key_for_request
 from luma_provider.models import LumaGeneration, LumaState
 
 if TYPE_CHECKING:
@@ -60,6 +61,13 @@ class LumaGenerateOperator(BaseOperator):
     :param model: ``ray-2`` or ``ray-1-6``. Templated.
     :param extend_generation_id: extend this completed generation instead of starting fresh. Templated.
     :param extra: other gateway fields passed through (``resolution``, ``duration``...). Templated.
+    :param idempotency_key: opt-in reuse across runs. A generation recorded in the ledger under
+        the same key *and* the same prompt/options is reused instead of paying again, unless it
+        failed. E.g. ``"{{ ds }}"``: re-running a day's batch reuses its videos, the next day
+        generates new ones; ``"auto"``: reuse forever. Templated.
+    :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``); use
+        object storage all workers can see. Templated.
+    :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param wait_for_completion: wait for the generation and return it completed.
     :param deferrable: when waiting, wait in the triggerer (no worker slot held).
@@ -70,7 +78,7 @@ class LumaGenerateOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "prompt", "aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model",
-        "extend_generation_id", "extra",
+        "extend_generation_id", "extra", "idempotency_key", "ledger_path",
     )
     template_fields_renderers = {"extra": "json", "prompt": "md"}
     operator_extra_links = (LumaVideoLink(),)
@@ -88,6 +96,9 @@ class LumaGenerateOperator(BaseOperator):
         model: str | None = None,
         extend_generation_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        ledger_path: str | None = None,
+        ledger_conn_id: str | None = None,
         luma_conn_id: str = LumaHook.default_conn_name,
         wait_for_completion: bool = False,
         deferrable: bool = True,
@@ -107,6 +118,9 @@ class LumaGenerateOperator(BaseOperator):
         self.model = model
         self.extend_generation_id = extend_generation_id
         self.extra = extra
+        self.idempotency_key = idempotency_key
+        self.ledger_path = ledger_path
+        self.ledger_conn_id = ledger_conn_id
         self.luma_conn_id = luma_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -117,21 +131,22 @@ class LumaGenerateOperator(BaseOperator):
     def hook(self) -> LumaHook:
         return LumaHook(self.luma_conn_id)
 
-    def _validate(self) -> None:
+    def _validate(self) -> dict[str, Any]:
         """Check every option before any HTTP call; errors name the field and allowed values."""
         if self.extra is not None and not isinstance(self.extra, dict):
             raise LumaValidationError("extra", f"must be a dict, got {type(self.extra).__name__}")
-        api.build_generation_body(
+        return api.build_generation_body(
             self.prompt, aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
             image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, extra=self.extra,
         )
 
     def execute(self, context: Context) -> Any:
         context["luma_label"] = _label(self.prompt)  # type: ignore[typeddict-unknown-key]
-        self._validate()
+        body = self._validate()
         source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
             if self.extend_generation_id else None
-        generation = self._recorded_generation(context) or self._submit(source_id, context)
+        key = self._idempotency_key(body, source_id)
+        generation = self._recorded_generation(context, key) or self._submit(source_id, context, key)
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
         push_video_link(context, generation.video_url)
         if not self.wait_for_completion:
@@ -154,7 +169,18 @@ class LumaGenerateOperator(BaseOperator):
                                                  timeout=self.timeout)
         return self._finish(done, context)
 
-    def _submit(self, source_id: str | None, context: Context) -> LumaGeneration:
+    @cached_property
+    def ledger(self) -> GenerationLedger:
+        return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
+
+    def _idempotency_key(self, body: dict[str, Any], source_id: str | None) -> str | None:
+        if not self.idempotency_key:
+            return None
+        # The key scopes reuse; the request itself is always part of the entry, so one key
+        # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
+        return f"{self.idempotency_key}:{key_for_request(body, source_id)}"
+
+    def _submit(self, source_id: str | None, context: Context, key: str | None) -> LumaGeneration:
         options = dict(
             aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
             image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, **(self.extra or {}),
@@ -163,27 +189,35 @@ class LumaGenerateOperator(BaseOperator):
             generation = self.hook.extend_generation(source_id, self.prompt, **options)
         else:
             generation = self.hook.submit_generation(self.prompt, **options)
-        # Recorded before anything else can fail: a retry must find it, not pay again.
+        # Recorded before anything else can fail: a retry or re-run must find it, not pay again.
         store = context.get("task_state_store")
         if store is not None:
             store.set(STATE_GENERATION_ID, generation.id)
+        if key:
+            self.ledger.record(key, generation.id)
         self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(self.prompt))
         return generation
 
-    def _recorded_generation(self, context: Context) -> LumaGeneration | None:
-        """The generation an earlier try of this task instance submitted, unless it failed."""
+    def _recorded_generation(self, context: Context, key: str | None) -> LumaGeneration | None:
+        """A generation already paid for: by an earlier try of this task instance (task state
+        store) or, with an idempotency key, by any earlier run (ledger). Failed ones don't count."""
         store = context.get("task_state_store")
-        recorded = store.get(STATE_GENERATION_ID) if store is not None else None
-        if not recorded:
-            return None
-        generation = self.hook.get_generation(str(recorded))
-        if generation.state == LumaState.FAILED:
-            self.log.warning("Generation %s from an earlier try failed (%s); submitting a new one",
-                             generation.id, generation.failure_reason)
-            return None
-        self.log.info("Reusing generation %s submitted by an earlier try (state %s); not submitting again",
-                      generation.id, generation.state.value)
-        return generation
+        candidates = [
+            ("an earlier try of this task", store.get(STATE_GENERATION_ID) if store is not None else None),
+            (f"idempotency key {key!r}", self.ledger.get(key) if key else None),
+        ]
+        for source, recorded in candidates:
+            if not recorded:
+                continue
+            generation = self.hook.get_generation(str(recorded))
+            if generation.state == LumaState.FAILED:
+                self.log.warning("Generation %s recorded for %s failed (%s); not reusing it",
+                                 generation.id, source, generation.failure_reason)
+                continue
+            self.log.info("Reusing generation %s recorded for %s (state %s); not submitting again",
+                          generation.id, source, generation.state.value)
+            return generation
+        return None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         from luma_provider.exceptions import LumaTimeoutError
