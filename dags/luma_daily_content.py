@@ -16,26 +16,21 @@ What it shows:
 * concurrency against the gateway is capped by the Airflow pool named in ``LUMA_POOL``
   (create it with ``airflow pools set luma 5 "Luma gateway"``; default: ``default_pool``).
   Deferred sensors do not take pool slots, so the pool limits submissions and downloads.
+
+The per-prompt group lives in ``luma_common.py`` beside this file (shared with
+``luma_asset_pipeline``); copy both files together.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
 from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, Param, task, task_group
-from luma_provider.operators.luma import LumaDownloadVideoOperator, LumaGenerateOperator
-from luma_provider.sensors.luma import LumaTaskSensor
+from airflow.sdk import DAG, Param, task
+from luma_common import OUTPUT_ROOT, raise_if_any_failed, video_group
 
 PROMPTS_FILE = str(Path(__file__).parent / "prompts" / "daily_prompts.yaml")
-OUTPUT_ROOT = os.environ.get(
-    "LUMA_OUTPUT_ROOT", f"file://{os.path.join(os.environ.get('AIRFLOW_HOME', os.path.expanduser('~/airflow')), 'luma_output')}"
-)
-POOL = os.environ.get("LUMA_POOL", "default_pool")
-POLL_INTERVAL = float(os.environ.get("LUMA_POLL_INTERVAL", "15"))
 
 with DAG(
     dag_id="luma_daily_content",
@@ -59,24 +54,6 @@ with DAG(
 
         return load_prompt_file(params["prompts_file"])
 
-    @task_group
-    def generate(prompt, aspect_ratio, image_url, image_end_url, model, loop):
-        submit = LumaGenerateOperator(
-            task_id="submit", prompt=prompt, aspect_ratio=aspect_ratio, image_url=image_url,
-            image_end_url=image_end_url, model=model, loop=loop, pool=POOL,
-            retries=2, retry_delay=timedelta(seconds=30),
-        )
-        wait = LumaTaskSensor(
-            task_id="wait", generation_id=submit.output, poll_interval=POLL_INTERVAL, timeout=60 * 60,
-            map_index_template="{{ task.generation_id }}",
-        )
-        # Returning the tail makes `report` wait for every step of every prompt.
-        return LumaDownloadVideoOperator(
-            task_id="download", generation_id=wait.output, include_thumbnail=True, pool=POOL,
-            retries=2, retry_delay=timedelta(seconds=30),
-            destination="{{ params.output_root }}/{{ ds }}/",
-        )
-
     @task(trigger_rule="all_done")
     def report(params: dict, ds: str, run_id: str, ti=None) -> dict:
         """Manifest + gallery for every prompt of the run, whatever state each ended in."""
@@ -88,12 +65,10 @@ with DAG(
     @task
     def check(summary: dict) -> None:
         """Fail the run (after the report is written) if any prompt did not produce a video."""
-        failed = [g for g in summary["generations"] if g["state"] != "completed"]
-        if failed:
-            lines = "; ".join(f"{g['prompt'][:40]!r}: {g.get('failure_reason') or g['state']}" for g in failed)
-            raise RuntimeError(f"{len(failed)} of {summary['total']} generations did not complete: {lines}")
+        raise_if_any_failed(summary)
 
-    groups = generate.expand_kwargs(load_prompts())
+    # One submit -> wait -> download group per prompt (see luma_common.video_group).
+    groups = video_group("{{ params.output_root }}/{{ ds }}/").expand_kwargs(load_prompts())
     summary = report()
     groups >> summary
     check(summary)
