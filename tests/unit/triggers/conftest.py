@@ -1,0 +1,51 @@
+"""Fixtures for driving ``LumaTrigger.run()`` directly against a real sandbox gateway (no mocks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from luma_provider.hooks.luma import LumaHook
+from luma_provider.sandbox import LumaSandbox
+from luma_provider.triggers.poller import StatusPoller, active_pollers
+
+KEY = "sk-trigger-tests-key-0001"
+
+
+def conn_json(sb: LumaSandbox, key: str | None = KEY, **extra: Any) -> str:
+    conn: dict[str, Any] = {"conn_type": "luma", "host": sb.url, "extra": {"max_retries": 2, **extra}}
+    if key is not None:
+        conn["password"] = key
+    return json.dumps(conn)
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
+    """Jobs pending 0.2 s, processing 0.3 s; ``luma_default`` points at it."""
+    with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn_json(sb))
+        yield sb
+
+
+@pytest.fixture
+def submit(sandbox: LumaSandbox) -> Callable[..., str]:
+    """``submit(prompt)`` -> id of a real generation on ``sandbox`` (sync hook, before the trigger runs)."""
+    hook = LumaHook()
+
+    def make(prompt: str = "a quiet lake at dawn") -> str:
+        return hook.submit_generation(prompt).id
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def no_poller_leak() -> Iterator[None]:
+    """Every test must leave no shared poller behind (a leak would also poison later tests)."""
+    StatusPoller._registry.clear()
+    yield
+    leaked = active_pollers()
+    StatusPoller._registry.clear()
+    assert leaked == {}, f"pollers leaked: {leaked}"
