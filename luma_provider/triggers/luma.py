@@ -68,9 +68,10 @@ class LumaTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         poller = StatusPoller.for_connection(self.luma_conn_id).acquire()
         try:
-            yield TriggerEvent(await self._wait(poller))
-        finally:
+            event = await self._wait(poller)
+        finally:  # also on cancellation; released before yielding, not when the generator is closed
             await poller.release()
+        yield TriggerEvent(event)
 
     async def _wait(self, poller: StatusPoller) -> dict[str, Any]:
         ids = tuple(self.generation_ids)
