@@ -6,7 +6,8 @@
   port and stopped afterwards): no account, no network, no credits.
 * With ``LUMA_API_KEY`` set it talks to a real gateway instead; ``LUMA_BASE_URL`` must then say
   which (for example ``https://api.yescale.io``). That spends real credits: one video per prompt.
-* ``LUMA_PROMPTS_FILE`` picks another prompt file (default ``dags/prompts/daily_prompts.yaml``).
+* ``LUMA_PROMPTS_FILE`` picks another prompt file (default ``dags/prompts/daily_prompts.yaml``);
+  ``LUMA_DEMO_HOME`` / ``LUMA_DEMO_OUTPUT`` move ``airflow_home`` / ``output`` elsewhere.
 
 The full Airflow output goes to ``airflow_home/demo.log``; the terminal gets one line per step.
 Exit code: 0 when every prompt produced a video, 1 otherwise. The API key is never printed.
@@ -28,8 +29,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW_HOME = ROOT / "airflow_home"
-OUTPUT = ROOT / "output"
+AIRFLOW_HOME = Path(os.environ.get("LUMA_DEMO_HOME") or ROOT / "airflow_home").resolve()
+OUTPUT = Path(os.environ.get("LUMA_DEMO_OUTPUT") or ROOT / "output").resolve()
 DAG_ID = "luma_daily_content"
 DEFAULT_PROMPTS = ROOT / "dags" / "prompts" / "daily_prompts.yaml"
 LOG_FILE = AIRFLOW_HOME / "demo.log"

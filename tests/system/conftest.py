@@ -40,6 +40,14 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def write_prompt_file(path: Path, prompts: list[dict[str, Any]]) -> Path:
+    """A YAML prompts file (``luma_provider.prompts`` format)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(prompts, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("airflow_home")

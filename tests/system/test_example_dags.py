@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import DAGS, SANDBOX_KEY
+from .conftest import DAGS, SANDBOX_KEY, write_prompt_file
 
 pytestmark = pytest.mark.system
 
@@ -59,13 +59,6 @@ def sandbox_generation(sandbox: Any, generation_id: str) -> dict[str, Any]:
                                      headers={"Authorization": f"Bearer {SANDBOX_KEY}"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def write_prompts(path: Path, prompts: list[dict[str, Any]]) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump(prompts, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def check_batch(folder: Path, prompts: list[dict[str, Any]], sandbox: Any) -> dict[str, Any]:
@@ -167,7 +160,7 @@ def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_
         {"prompt": "Macro shot of dew on a spider web", "aspect_ratio": "1:1"},
         {"prompt": f"A flamingo in a pool #fail:{FAIL_REASON}", "aspect_ratio": "9:16"},
     ]
-    prompts_file = write_prompts(tmp_path / "prompts.yaml", prompts)
+    prompts_file = write_prompt_file(tmp_path / "prompts.yaml", prompts)
 
     run = dags_test("luma_daily_content", "2026-11-25", conf={"prompts_file": str(prompts_file)})
 
@@ -200,7 +193,7 @@ def test_asset_pipeline_end_to_end_emits_the_batch_asset(dags_test, sandbox, tmp
         {"prompt": "A lighthouse in a storm, waves crashing, cinematic", "aspect_ratio": "16:9"},
         {"prompt": "A paper plane gliding over rooftops at sunset", "aspect_ratio": "4:3"},
     ]
-    write_prompts(incoming, prompts)
+    write_prompt_file(incoming, prompts)
     asset_uri = f"file://{incoming}"
 
     # No conf: the prompts file defaults to the file named by the DAG's own schedule asset.
