@@ -102,6 +102,10 @@ class TestCancellation:
         poller = StatusPoller.for_connection("luma_default")
         tasks = [asyncio.create_task(first_event(LumaTrigger([i], poll_interval=0.3))) for i in ids]
         await asyncio.sleep(0.4)
+        for _ in range(50):  # not mid-tick: a tick being served holds the ids outside the queue
+            if poller.waiting_ids == 6:
+                break
+            await asyncio.sleep(0.01)
         assert poller.waiting_ids == 6  # all six parked until the next tick
 
         for task in tasks[:4]:
