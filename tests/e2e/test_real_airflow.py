@@ -56,7 +56,7 @@ PROMPTS = [
 #: purpose; the test releases the generations once the restarted triggerer has taken over (and if
 #: it cannot, they complete on their own after HOLD_S, the test is only slower).
 QUEUE_S = 3.0
-HOLD_S = 120.0
+HOLD_S = 180.0
 #: Overall budget of the test (seconds): a deadline for every wait below.
 BUDGET_S = 480.0
 
@@ -226,8 +226,23 @@ class AirflowStack:
         # Scheduler first (it owns the task workers), then the rest; SIGTERM lets logs flush.
         order = ["scheduler", "dag-processor"] + [n for n in self.procs if n not in ("scheduler", "dag-processor", "api-server")] + ["api-server"]
         for name in order:
+            started = time.monotonic()
             with contextlib.suppress(Exception):
                 self.kill(name, signal.SIGTERM, grace=25)
+            if time.monotonic() - started > 10:
+                print(f"[e2e] stopping {name} took {time.monotonic() - started:.0f}s", flush=True)
+
+    def kill_leftovers(self, home: Path) -> list[str]:
+        """Last resort: any process still running with our AIRFLOW_HOME (ours by construction)."""
+        import psutil
+
+        left = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != os.getpid() and proc.environ().get("AIRFLOW_HOME") == str(home):
+                    left.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
+                    proc.kill()
+        return left
 
     def tails(self, lines: int = 60) -> str:
         parts = []
@@ -347,7 +362,9 @@ def stack_env(tmp_path: Path):
         yield stack, sandbox, tmp_path, home, api_port
     finally:
         stack.stop_all()
+        leftovers = stack.kill_leftovers(home)
         sandbox.stop()
+        assert not leftovers, f"processes survived the teardown (killed now): {leftovers}"
 
 
 def test_daily_content_on_real_airflow(stack_env) -> None:
@@ -408,6 +425,8 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
 
     def all_waits_deferred() -> bool:
         waits = db.tis(run_id, "generate.wait")
+        done = [r for r in waits if r[2] in ("success", "failed", "up_for_retry", "skipped")]
+        assert not done, f"a wait ended before all were deferred (machine too slow for HOLD_S?): {waits}"
         return len(waits) == len(PROMPTS) and all(r[2] == "deferred" and r[4] is not None for r in waits)
 
     wait_for("every generate.wait to be deferred", all_waits_deferred, deadline.left(240), on_tick=run_not_failed)
@@ -488,7 +507,9 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         assert names == expected, (i, names, expected)
     stats = sandbox.stats()
     assert stats["submissions"] == len(PROMPTS), {k: stats[k] for k in ("submissions", "by_route")}
-    log(f"sandbox: submissions={stats['submissions']} by_route={stats['by_route']}")
+    log(f"sandbox: submissions={stats['submissions']} by_route={stats['by_route']} by_status={stats['by_status']}")
+    # The key was really used (the sandbox enforces it) and always accepted.
+    assert not {"401", "403"} & set(stats["by_status"]), stats["by_status"]
 
     manifests = list((root / "out").rglob("manifest.json"))
     assert len(manifests) == 1, manifests
@@ -511,6 +532,12 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
     # ---- 6. the key is nowhere: files and metadata DB ------------------------------------------------
     stack.stop_all()  # let every process flush its logs first
     log("stack stopped; scanning for the API key")
+    # Positive control: the scanners do find the key where it is.
+    canary = root.parent / f"{root.name}-canary"
+    canary.mkdir(exist_ok=True)
+    (canary / "c.log").write_text(f"Authorization: Bearer {API_KEY}\n")
+    assert _scan_files(canary) == ["c.log (1x)"]
+    assert any(API_KEY in t for t in text_values(zlib.compress(API_KEY.encode())))
     file_hits = _scan_files(root)
     db_hits = _scan_db(home / "airflow.db")
     scanned = sum(1 for p in root.rglob("*") if p.is_file())
