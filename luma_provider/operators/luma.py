@@ -26,6 +26,9 @@ XCOM_GENERATION = "generation"
 XCOM_VIDEO_URL = "luma_video_url"
 #: task_state_store key of the submitted id: survives retries (XCom is cleared before each try).
 STATE_GENERATION_ID = "luma_generation_id"
+#: Mapped instances show the start of their prompt instead of a bare index. Uses only the
+#: rendered task, so it also renders after a deferral (execute_complete has a fresh context).
+PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
 
 
 class LumaVideoLink(BaseOperatorLink):
@@ -104,11 +107,11 @@ class LumaGenerateOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 10.0,
         timeout: float = 60 * 60,
+        # A real parameter, not kwargs.setdefault: .partial() reads defaults from the signature.
+        map_index_template: str | None = PROMPT_LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
-        # Mapped instances show the start of their prompt instead of a bare index.
-        kwargs.setdefault("map_index_template", "{{ luma_label }}")
-        super().__init__(**kwargs)
+        super().__init__(map_index_template=map_index_template, **kwargs)
         self.prompt = prompt
         self.aspect_ratio = aspect_ratio
         self.loop = loop
@@ -141,7 +144,6 @@ class LumaGenerateOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        context["luma_label"] = _label(self.prompt)  # type: ignore[typeddict-unknown-key]
         body = self._validate()
         source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
             if self.extend_generation_id else None

@@ -12,18 +12,6 @@ from pathlib import Path
 import pytest
 
 DEFERRED = "[DAG TEST] running trigger in line"
-MAPPED_LABEL_BUG = (
-    "BUG: the default map_index_template is set with kwargs.setdefault() in LumaGenerateOperator.__init__, "
-    "but .partial().expand() builds a MappedOperator from the partial kwargs without calling __init__ at "
-    "parse time, so mapped submits get no template and show bare indexes ('0', '1', ...) instead of prompts."
-)
-LABEL_BUG = (
-    "BUG: LumaGenerateOperator sets map_index_template='{{ luma_label }}' by default but puts luma_label "
-    "into the context only in execute(); after a deferral the task resumes in execute_complete() with a "
-    "fresh context, so rendering the map index raises jinja2 UndefinedError: 'luma_label' is undefined "
-    "and every deferrable wait_for_completion=True task fails after the trigger succeeded."
-)
-
 
 class TestGenerate:
     def test_submit_returns_id_and_pushes_generation(self, run_dag, gateway) -> None:
@@ -69,7 +57,6 @@ class TestGenerate:
         assert "prompt" in result.log and "LumaValidationError" in result.log
         assert gateway.stats()["requests"] == 0
 
-    @pytest.mark.xfail(strict=True, reason=LABEL_BUG)
     def test_wait_deferrable_really_defers(self, run_dag, gateway) -> None:
         result = run_dag.run('''
             LumaGenerateOperator(task_id="submit", prompt="a waterfall", wait_for_completion=True,
@@ -136,7 +123,6 @@ class TestGenerate:
         extend_paths = [r["path"] for r in stats["recent"] if r["route"] == "extend"]
         assert extend_paths == [f"/luma/generations/{first['id']}/extend"]
 
-    @pytest.mark.xfail(strict=True, reason=MAPPED_LABEL_BUG)
     def test_mapped_generate_labels_map_indexes_with_prompts(self, run_dag, gateway) -> None:
         long_prompt = "an extremely long prompt about a city skyline at night with neon reflections"
         result = run_dag.run(f'''
@@ -154,15 +140,15 @@ class TestGenerate:
         assert len({result.xcom("submit", map_index=i) for i in range(3)}) == 3
 
 
-    def test_mapped_generate_with_explicit_label_template(self, run_dag, gateway) -> None:
-        """The label itself works once the template reaches the mapped operator."""
+    def test_mapped_generate_user_template_wins(self, run_dag, gateway) -> None:
+        """A map_index_template given to partial() replaces the default prompt label."""
         result = run_dag.run('''
-            LumaGenerateOperator.partial(task_id="submit", map_index_template="{{ luma_label }}").expand(
-                prompt=["a red fox", "a  blue\\n whale"]
+            LumaGenerateOperator.partial(task_id="submit", map_index_template="{{ task.prompt | upper }}").expand(
+                prompt=["a red fox", "a blue whale"]
             )
         ''')
         assert result.state == "success"
-        assert [t.rendered_map_index for t in result.mapped("submit")] == ["a red fox", "a blue whale"]
+        assert [t.rendered_map_index for t in result.mapped("submit")] == ["A RED FOX", "A BLUE WHALE"]
         assert gateway.submissions == 2
 
 
