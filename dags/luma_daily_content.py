@@ -6,7 +6,7 @@ What it shows:
   ``prompts_file`` param), read at run time, never at parse time;
 * a **mapped task group** per prompt: submit (``LumaGenerateOperator``) -> wait
   (``LumaTaskSensor``, deferrable: no worker slot held while Luma renders) -> download the video
-  and thumbnail (``LumaDownloadVideoOperator``) into ``{output_root}/{{ ds }}/``;
+  and thumbnail (``LumaDownloadVideoOperator``) into ``{output_root}/<run date>/``;
   ``output_root`` is any ``ObjectStoragePath`` URI (``s3://bucket/videos``, ``gs://...``,
   ``file:///...``; default ``$AIRFLOW_HOME/luma_output``);
 * ``report`` runs whatever happened (``trigger_rule=all_done``) and writes ``manifest.json`` and a
@@ -28,7 +28,7 @@ from pathlib import Path
 import pendulum
 
 from airflow.sdk import DAG, Param, task
-from luma_common import OUTPUT_ROOT, raise_if_any_failed, video_group
+from luma_common import OUTPUT_ROOT, RUN_DATE, raise_if_any_failed, video_group
 
 PROMPTS_FILE = str(Path(__file__).parent / "prompts" / "daily_prompts.yaml")
 
@@ -54,13 +54,13 @@ with DAG(
 
         return load_prompt_file(params["prompts_file"])
 
-    @task(trigger_rule="all_done")
-    def report(params: dict, ds: str, run_id: str, ti=None) -> dict:
+    @task(trigger_rule="all_done", templates_dict={"run_date": RUN_DATE})
+    def report(params: dict, run_id: str, templates_dict: dict, ti=None) -> dict:
         """Manifest + gallery for every prompt of the run, whatever state each ended in."""
         from luma_provider.report import write_run_report
 
-        return write_run_report(ti=ti, run_id=run_id, output_dir=f"{params['output_root']}/{ds}",
-                                group_id="generate")
+        return write_run_report(ti=ti, run_id=run_id, group_id="generate",
+                                output_dir=f"{params['output_root']}/{templates_dict['run_date']}")
 
     @task
     def check(summary: dict) -> None:
@@ -68,7 +68,9 @@ with DAG(
         raise_if_any_failed(summary)
 
     # One submit -> wait -> download group per prompt (see luma_common.video_group).
-    groups = video_group("{{ params.output_root }}/{{ ds }}/").expand_kwargs(load_prompts())
+    groups = video_group(
+        f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE
+    ).expand_kwargs(load_prompts())
     summary = report()
     groups >> summary
     check(summary)

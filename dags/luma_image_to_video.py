@@ -25,7 +25,7 @@ from datetime import timedelta
 import pendulum
 
 from airflow.sdk import DAG, Param, task
-from luma_common import OUTPUT_ROOT, POLL_INTERVAL, POOL, raise_if_any_failed, write_report
+from luma_common import OUTPUT_ROOT, POLL_INTERVAL, POOL, raise_if_any_failed
 from luma_provider.operators.luma import LumaDownloadVideoOperator, LumaGenerateOperator
 from luma_provider.sensors.luma import LumaTaskSensor
 
@@ -82,6 +82,8 @@ with DAG(
     @task(trigger_rule="all_done", templates_dict={"output_dir": OUTPUT_DIR})
     def report(params: dict, run_id: str, templates_dict: dict, ti=None) -> dict:
         """Manifest + gallery for the clip and its extension, whatever state each ended in."""
+        from luma_provider.report import write_report
+
         pull = ti.xcom_pull
         rows = [
             {"prompt": params["prompt"], "step": "keyframes", "generation_id": pull(task_ids="keyframes"),

@@ -38,7 +38,8 @@ def render_gallery(manifest: dict[str, Any], title: str = "Luma video batch") ->
             poster = f' poster="{html.escape(entry["thumbnail"])}"' if entry.get("thumbnail") else ""
             media = (f'<video controls loop muted playsinline preload="metadata"{poster} '
                      f'src="{html.escape(entry["video"])}"></video>')
-            status = f'{entry.get("duration") or "?"} s · {entry.get("width") or "?"}×{entry.get("height") or "?"}'
+            duration = f'{entry["duration"]:.1f}' if isinstance(entry.get("duration"), (int, float)) else "?"
+            status = f'{duration} s · {entry.get("width") or "?"}×{entry.get("height") or "?"}'
             css = "ok"
         else:
             reason = html.escape(entry.get("failure_reason") or entry.get("state") or "no video")

@@ -1,9 +1,10 @@
-"""Write a batch run's manifest and gallery from the XComs of a mapped submit/wait/download group."""
+"""Write a batch's manifest and gallery: states from one status call, files from the downloads."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME, build_manifest, render_gallery, render_manifest
@@ -12,61 +13,79 @@ log = logging.getLogger(__name__)
 
 
 def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
-                     luma_conn_id: str = "luma_default") -> dict[str, Any]:
-    """Collect every mapped instance of ``group_id`` and write ``manifest.json`` + ``index.html``.
+                     luma_conn_id: str = "luma_default", title: str = "Luma video batch") -> dict[str, Any]:
+    """Report on every mapped instance of a submit/wait/download ``group_id`` (see ``write_report``).
 
-    States come from one batch status call (the authority), not from XComs that a failed task
-    may never have written, so failed prompts carry their ``failure_reason``.
+    Reads ``load_prompts``'s XCom (the prompt rows), each submit's ``generation`` XCom and the
+    download results, which carry their generation id: pulled all at once, because a failed
+    prompt has no download XCom and asking for it by index only produces error lines.
+    """
+    prompts = ti.xcom_pull(task_ids="load_prompts") or []
+    submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
+                 for i in range(len(prompts))]
+    downloads = ti.xcom_pull(task_ids=f"{group_id}.download") or []
+    by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
+    rows = [
+        {"prompt": p["prompt"], "aspect_ratio": p.get("aspect_ratio"),
+         "generation_id": s["id"] if s else None, "download": by_id.get(s["id"]) if s else None}
+        for p, s in zip(prompts, submitted)
+    ]
+    return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title, luma_conn_id=luma_conn_id)
 
-    :return: the manifest (also the task's XCom).
+
+def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]],
+                 title: str = "Luma video batch", luma_conn_id: str = "luma_default") -> dict[str, Any]:
+    """Write ``manifest.json`` + ``index.html`` into ``output_dir`` (any ``ObjectStoragePath`` URI).
+
+    Each row is ``{"prompt": ..., "generation_id": id or None, "download": the download
+    operator's ``include_thumbnail`` result or None, **extra fields kept as they are}``. States
+    and failure reasons come from one batch status call (the authority), so a prompt whose
+    wait failed is still reported with Luma's ``failure_reason``.
+
+    :return: the manifest.
     """
     from airflow.sdk import ObjectStoragePath
 
     from luma_provider.hooks.luma import LumaHook
 
-    prompts = ti.xcom_pull(task_ids="load_prompts") or []
-    submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
-                 for i in range(len(prompts))]
-    downloads = [ti.xcom_pull(task_ids=f"{group_id}.download", map_indexes=i) for i in range(len(prompts))]
-    ids = [s["id"] for s in submitted if s]
+    ids = [r["generation_id"] for r in rows if r.get("generation_id")]
     current = {g.id: g for g in LumaHook(luma_conn_id).get_generations(ids)} if ids else {}
     now = dt.datetime.now(dt.timezone.utc)
     entries = []
-    for prompt, sub, down in zip(prompts, submitted, downloads):
-        gen = current.get(sub["id"]) if sub else None
-        created = gen.created_at if gen else None
+    for row in rows:
+        row = dict(row)
+        gen = current.get(row.pop("generation_id", None) or "")
+        down = row.pop("download", None) or {}
         entries.append({
-            "prompt": prompt["prompt"],
-            "aspect_ratio": prompt.get("aspect_ratio"),
-            "generation_id": sub["id"] if sub else None,
+            **row,
+            "generation_id": gen.id if gen else None,
             "state": gen.state.value if gen else "not_submitted",
             "failure_reason": gen.failure_reason if gen else "submit task failed; see its log",
-            "video": _name(down, "video"),
-            "thumbnail": _name(down, "thumbnail"),
-            "video_uri": down.get("video") if isinstance(down, dict) else None,
+            "video": _file_name(down.get("video")),
+            "thumbnail": _file_name(down.get("thumbnail")),
+            "video_uri": down.get("video"),
             "duration": gen.duration if gen else None,
             "width": gen.width if gen else None,
             "height": gen.height if gen else None,
-            "timings": {"submitted_at": created, "reported_at": now.isoformat(),
-                        "seconds": _seconds(created, now)},
+            "timings": _timings(gen.created_at if gen else None, now),
         })
     manifest = build_manifest(run_id, entries, output_dir=output_dir)
     folder = ObjectStoragePath(output_dir if "://" in output_dir else f"file://{output_dir}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_NAME).write_text(render_manifest(manifest), encoding="utf-8")
-    (folder / GALLERY_NAME).write_text(render_gallery(manifest), encoding="utf-8")
+    (folder / GALLERY_NAME).write_text(render_gallery(manifest, title=title), encoding="utf-8")
     log.info("Wrote %s and %s in %s: %s", MANIFEST_NAME, GALLERY_NAME, output_dir, manifest["counts"])
     return manifest
 
 
-def _name(download: Any, key: str) -> str | None:
-    uri = download.get(key) if isinstance(download, dict) else None
+def _file_name(uri: str | None) -> str | None:
     return uri.rstrip("/").rsplit("/", 1)[-1] if uri else None
 
 
-def _seconds(created: str | None, now: dt.datetime) -> float | None:
+def _timings(created: str | None, now: dt.datetime) -> dict[str, Any]:
     try:
         start = dt.datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
     except ValueError:
-        return None
-    return round((now - start).total_seconds(), 1) if start else None
+        start = None
+    seconds = round((now - start).total_seconds(), 1) if start else None
+    return {"submitted_at": created, "reported_at": now.isoformat(), "seconds": seconds}

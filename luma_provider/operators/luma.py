@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 #: XCom key holding the full normalized generation (``return_value`` holds just the id).
 XCOM_GENERATION = "generation"
-#: XCom key the extra link reads; pushed by the operator/sensor that knows the URL.
+#: XCom key holding the video URL, pushed by the operator/sensor that knows it.
 XCOM_VIDEO_URL = "luma_video_url"
 #: task_state_store key of the submitted id: survives retries (XCom is cleared before each try).
 STATE_GENERATION_ID = "luma_generation_id"
@@ -32,19 +32,23 @@ PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncat
 
 
 class LumaVideoLink(BaseOperatorLink):
-    """Extra link "Luma video": the generated video's URL, once known."""
+    """Extra link "Luma video": the generated video's URL, once known.
+
+    On Airflow 3 the task runner calls ``get_link`` right after each try, on the same operator
+    object the task ran with, and stores the result itself; so the URL is read from that object
+    rather than looked up in XCom (a lookup before the URL exists only logs errors).
+    """
 
     name = "Luma video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(key=XCOM_VIDEO_URL, ti_key=ti_key) or ""
+        return getattr(operator, "_luma_video_url", None) or ""
 
 
 def push_video_link(context: Context, url: str | None) -> None:
-    """Publish the URL for ``LumaVideoLink`` (Airflow 3 stores link targets in XCom)."""
+    """Publish the video URL for ``LumaVideoLink`` and, under ``luma_video_url``, in XCom."""
     if url:
+        context["task"]._luma_video_url = url  # type: ignore[attr-defined]
         context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=url)
 
 

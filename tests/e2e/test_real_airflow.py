@@ -409,10 +409,9 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
     prompts_file = root / "prompts.yaml"
     prompts_file.write_text("".join(f"- prompt: {json.dumps(p)}\n  aspect_ratio: {json.dumps(a)}\n" for p, a in PROMPTS))
     stack.cli("dags", "unpause", DAG_ID, timeout=deadline.left(180))
-    # With an explicit logical date, like the daily scheduled runs. Without one (the CLI/REST default
-    # on Airflow 3) ``{{ ds }}`` is undefined and download/report fail: see tests/e2e/README.md.
-    logical_date = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    stack.cli("dags", "trigger", DAG_ID, "--run-id", run_id, "--logical-date", logical_date,
+    # No logical date: the CLI/REST default on Airflow 3, where ``{{ ds }}`` is undefined; the DAG
+    # must name its output folder from dag_run.run_after instead.
+    stack.cli("dags", "trigger", DAG_ID, "--run-id", run_id,
               "-c", json.dumps({"prompts_file": str(prompts_file)}), timeout=deadline.left(180))
     log(f"triggered {run_id}")
 

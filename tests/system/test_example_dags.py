@@ -259,10 +259,6 @@ def test_image_to_video_then_extend_end_to_end(dags_test, sandbox) -> None:
         run.output.index("[DAG TEST] starting task_id=extend")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "provider bug: LumaVideoLink.get_link reads XCom 'luma_video_url', and Airflow 3's task runner "
-    "calls get_link after every try, so each submit (and each deferring wait) logs "
-    "'[error] XCom not found ... luma_video_url' before a URL exists"))
 def test_a_clean_run_logs_no_errors(dags_test, sandbox, tmp_path: Path) -> None:
     prompts_file = write_prompt_file(tmp_path / "one.yaml", [{"prompt": "A calm lake at dawn"}])
 
