@@ -48,6 +48,7 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 # User-facing (official) model names -> the gateway's ``model_name`` values (§A.3, §C).
 MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": "ray-v2", "ray-v3": "ray-v3"}
 MAX_PROMPT_LENGTH = 5000
+DEFAULT_CONN_ID = "luma_default"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BATCH_SIZE = 100

@@ -12,11 +12,11 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from luma_provider import api
 from luma_provider.exceptions import LumaValidationError
-from luma_provider.hooks.luma import LumaHook
 from luma_provider.ledger import GenerationLedger, key_for_request
 from luma_provider.models import LumaGeneration, LumaState
 
 if TYPE_CHECKING:
+    from luma_provider.hooks.luma import LumaHook
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
@@ -106,7 +106,7 @@ class LumaGenerateOperator(BaseOperator):
         idempotency_key: str | None = None,
         ledger_path: str | None = None,
         ledger_conn_id: str | None = None,
-        luma_conn_id: str = LumaHook.default_conn_name,
+        luma_conn_id: str = api.DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool = True,
         poll_interval: float = 10.0,
@@ -136,6 +136,8 @@ class LumaGenerateOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> LumaHook:
+        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
+
         return LumaHook(self.luma_conn_id)
 
     def _validate(self) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class LumaDownloadVideoOperator(BaseOperator):
         destination: str,
         storage_conn_id: str | None = None,
         include_thumbnail: bool = False,
-        luma_conn_id: str = LumaHook.default_conn_name,
+        luma_conn_id: str = api.DEFAULT_CONN_ID,
         max_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -282,6 +284,8 @@ class LumaDownloadVideoOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> LumaHook:
+        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
+
         return LumaHook(self.luma_conn_id)
 
     def execute(self, context: Context) -> Any:

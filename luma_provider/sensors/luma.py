@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
-from luma_provider.hooks.luma import LumaHook
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.operators.luma import LumaVideoLink, push_video_link
 from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
 
 if TYPE_CHECKING:
+    from luma_provider.hooks.luma import LumaHook
     from airflow.sdk import Context
 
 #: Extra time the deferral timeout allows beyond the trigger's own deadline, so the trigger
@@ -45,7 +45,7 @@ class LumaTaskSensor(BaseSensorOperator):
         self,
         *,
         generation_id: str | Sequence[Any] | dict[str, Any],
-        luma_conn_id: str = LumaHook.default_conn_name,
+        luma_conn_id: str = api.DEFAULT_CONN_ID,
         poll_interval: float = 10.0,
         deferrable: bool = True,
         timeout: float = 60 * 60,
@@ -60,6 +60,8 @@ class LumaTaskSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> LumaHook:
+        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
+
         return LumaHook(self.luma_conn_id)
 
     @property

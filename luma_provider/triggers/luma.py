@@ -81,11 +81,12 @@ class LumaTrigger(BaseTrigger):
         auth_errors = 0
         no_url_polls = 0
         first = True
+        expected_in: float | None = None
         while True:
             if self.deadline is not None and time.time() >= self.deadline:
                 return self._event("timeout", last_states, f"Timed out waiting for {self._describe(last_states)}")
-            results = await poller.status(ids, self.poll_interval, first=first)
-            first = False
+            results = await poller.status(ids, self.poll_interval, first=first, expected_in=expected_in)
+            first, expected_in = False, None
             failures = {i: r for i, r in results.items() if isinstance(r, LumaError)}
             if failures:
                 err = next(iter(failures.values()))
@@ -105,6 +106,9 @@ class LumaTrigger(BaseTrigger):
             if failed:
                 reasons = "; ".join(f"{g.id}: {g.failure_reason or 'no failure_reason given'}" for g in failed)
                 return self._event("failed", last_states, f"Luma generation failed: {reasons}")
+            # The gateway's estimate picks the next look when it is sooner than the next tick.
+            estimates = [g.estimate_wait_seconds for g in generations if not g.is_terminal]
+            expected_in = max(estimates) if estimates and None not in estimates else None
             if all(g.state == LumaState.COMPLETED for g in generations):
                 if any(not g.video_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
                     no_url_polls += 1

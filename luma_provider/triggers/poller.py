@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 POLL_RETRIES = 1
 
 
-@dataclass
+@dataclass(eq=False)  # identity: list membership checks must not compare fields (O(n²) at scale)
 class _Waiter:
     ids: tuple[str, ...]
     due: float
@@ -81,15 +81,20 @@ class StatusPoller:
             self._task = None
         await self.hook.aclose()
 
-    async def status(self, ids: tuple[str, ...], interval: float, *, first: bool = False
-                     ) -> dict[str, LumaGeneration | LumaError]:
+    async def status(self, ids: tuple[str, ...], interval: float, *, first: bool = False,
+                     expected_in: float | None = None) -> dict[str, LumaGeneration | LumaError]:
         """Fresh status of ``ids`` at the next tick: a generation or the error for each id.
 
         :param interval: poll interval; ticks sit on a grid of this step, shared by all triggers.
         :param first: a trigger's first look; served on a fine 1 s grid for fast feedback.
+        :param expected_in: the gateway's ``estimate_wait_seconds``: when it ends before the next
+            regular tick, look on the 1 s grid just after it instead (still shared by triggers).
         """
+        now = time.time()
         step = min(interval, 1.0) if first else interval
-        due = (math.floor(time.time() / step) + 1) * step
+        due = (math.floor(now / step) + 1) * step
+        if expected_in is not None and 0 <= expected_in and now + expected_in < due:
+            due = max(math.ceil(now + expected_in), math.floor(now) + 1.0)
         waiter = _Waiter(tuple(ids), due, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._ensure_running()
@@ -120,8 +125,7 @@ class StatusPoller:
                     pass
             now = time.time()
             batch = [w for w in self._waiters if w.due <= now + 0.05 and not w.future.done()]
-            for w in batch:
-                self._waiters.remove(w)
+            self._waiters = [w for w in self._waiters if w.due > now + 0.05 and not w.future.done()]
             if batch:
                 await self._serve(batch)
 
