@@ -31,6 +31,18 @@ STATE_GENERATION_ID = "luma_generation_id"
 PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
 
 
+class LumaHookMixin:
+    """The ``hook`` property of every Luma operator and sensor (``luma_conn_id`` set by them)."""
+
+    luma_conn_id: str
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
+
+        return LumaHook(self.luma_conn_id)
+
+
 class LumaVideoLink(BaseOperatorLink):
     """Extra link "Luma video": the generated video's URL, once known.
 
@@ -52,7 +64,7 @@ def push_video_link(context: Context, url: str | None) -> None:
         context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=url)
 
 
-class LumaGenerateOperator(BaseOperator):
+class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     """Submit a Luma video generation (or extend one) and optionally wait for it.
 
     The submit happens here on the worker, never in a trigger, and the returned id is written
@@ -133,12 +145,6 @@ class LumaGenerateOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.timeout = timeout
-
-    @cached_property
-    def hook(self) -> LumaHook:
-        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
-
-        return LumaHook(self.luma_conn_id)
 
     def _validate(self) -> dict[str, Any]:
         """Check every option before any HTTP call; errors name the field and allowed values."""
@@ -247,7 +253,7 @@ class LumaGenerateOperator(BaseOperator):
         return generation.to_dict()
 
 
-class LumaDownloadVideoOperator(BaseOperator):
+class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     """Download completed generations' videos (and thumbnails) to any ``ObjectStoragePath``.
 
     :param generation_id: an id, a generation dict (e.g. a sensor's XCom), or a list of either. Templated.
@@ -281,12 +287,6 @@ class LumaDownloadVideoOperator(BaseOperator):
         self.include_thumbnail = include_thumbnail
         self.luma_conn_id = luma_conn_id
         self.max_bytes = max_bytes
-
-    @cached_property
-    def hook(self) -> LumaHook:
-        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
-
-        return LumaHook(self.luma_conn_id)
 
     def execute(self, context: Context) -> Any:
         items = self.generation_id if isinstance(self.generation_id, (list, tuple)) else [self.generation_id]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.operators.luma import LumaVideoLink, push_video_link
+from luma_provider.operators.luma import LumaHookMixin, LumaVideoLink, push_video_link
 from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 DEFER_TIMEOUT_GRACE = 60
 
 
-class LumaTaskSensor(BaseSensorOperator):
+class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     """Wait until Luma generations are completed; fail with the reason if one fails.
 
     Deferrable by default: the wait happens in the triggerer and holds no worker slot.
@@ -57,12 +56,6 @@ class LumaTaskSensor(BaseSensorOperator):
         self.luma_conn_id = luma_conn_id
         self.poll_interval = poll_interval
         self.deferrable = deferrable
-
-    @cached_property
-    def hook(self) -> LumaHook:
-        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
-
-        return LumaHook(self.luma_conn_id)
 
     @property
     def generation_ids(self) -> list[str]:
