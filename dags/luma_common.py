@@ -27,7 +27,7 @@ POOL = os.environ.get("LUMA_POOL", "default_pool")
 POLL_INTERVAL = float(os.environ.get("LUMA_POLL_INTERVAL", "15"))
 #: The run's date: the logical date, or when the run was created for manual/API runs, which
 #: have no logical date on Airflow 3 (so ``{{ ds }}`` would be undefined there).
-RUN_DATE = "{{ (logical_date or dag_run.run_after) | ds }}"
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
 def video_group(destination: str, group_id: str = "generate", idempotency_key: str | None = None):
