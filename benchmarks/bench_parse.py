@@ -49,11 +49,12 @@ from airflow.sdk import task_group
 
 AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
 OUTPUT_ROOT = os.environ.get("LUMA_OUTPUT_ROOT", f"file://{os.path.join(AIRFLOW_HOME, 'luma_output')}")
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 POOL = os.environ.get("LUMA_POOL", "default_pool")
 POLL_INTERVAL = float(os.environ.get("LUMA_POLL_INTERVAL", "15"))
 
 
-def video_group(destination, group_id="generate"):
+def video_group(destination, group_id="generate", idempotency_key=None):
     @task_group(group_id=group_id)
     def generate(prompt, aspect_ratio, image_url, image_end_url, model, loop):
         submit = EmptyOperator(task_id="submit", pool=POOL)

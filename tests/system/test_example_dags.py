@@ -267,3 +267,31 @@ def test_a_clean_run_logs_no_errors(dags_test, sandbox, tmp_path: Path) -> None:
     assert run.returncode == 0, run.output[-3000:]
     spurious = [line for line in run.output.splitlines() if "XCom not found" in line and "luma_video_url" in line]
     assert spurious == []
+
+
+def test_daily_dag_rides_out_gateway_faults(dags_test, sandbox, tmp_path: Path) -> None:
+    """The DAG layer of the fault matrix: a gateway that rate-limits, errors, drops connections
+    and cuts downloads short throughout the run still yields every video, paid for once."""
+    prompts = [{"prompt": "A lighthouse in a storm", "aspect_ratio": "16:9"},
+               {"prompt": "Koi fish under lily pads", "aspect_ratio": "1:1"}]
+    prompts_file = write_prompt_file(tmp_path / "faulty.yaml", prompts)
+    faults = [
+        {"route": "submit", "kind": "status", "status": 429, "retry_after": 0, "times": 2},
+        {"route": "submit", "kind": "status", "status": 503, "times": 1},
+        {"route": "tasks", "kind": "status", "status": 500, "times": 2},
+        {"route": "tasks", "kind": "reset", "times": 1},
+        {"route": "tasks", "kind": "truncated_json", "times": 1},
+        {"route": "media", "kind": "short_body", "times": 1},
+        {"route": "media", "kind": "reset", "times": 1},
+    ]
+    sandbox.add_faults(faults)
+
+    run = dags_test("luma_daily_content", "2026-11-28", conf={"prompts_file": str(prompts_file)})
+
+    assert run.returncode == 0, run.output[-3000:]
+    manifest = check_batch(run.out_root / "2026-11-28", prompts, sandbox)
+    assert manifest["counts"] == {"completed": 2}
+    stats = sandbox.stats()
+    # Every injected fault really happened, and still nothing was paid for twice.
+    assert sum(f["times"] for f in faults) == sum(stats["faults_applied"].values())
+    assert stats["submissions"] == len(prompts)

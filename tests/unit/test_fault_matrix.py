@@ -3,7 +3,7 @@
 ``CASES`` is both the test table and the source of ``docs/fault-matrix.md``:
 ``test_doc_is_current`` fails when the doc is stale; regenerate it with
 ``UPDATE_FAULT_MATRIX=1 pytest tests/unit/test_fault_matrix.py``.
-(The whole-DAG layer is covered in tests/system and tests/e2e.)
+(The whole-DAG rows name the system/e2e tests that verify them.)
 """
 
 from __future__ import annotations
@@ -105,6 +105,19 @@ CASES = [
 ]
 
 
+#: The whole-DAG layer, verified by the named tests (they run `airflow dags test` or a real Airflow).
+DAG_ROWS = [
+    ("429, 503 on submit; 500, reset, truncated JSON on batch status; short and reset downloads",
+     "all videos, each paid once", "tests/system/test_example_dags.py::test_daily_dag_rides_out_gateway_faults"),
+    ("a generation ends failed", "its wait task fails naming failure_reason; the manifest lists it; the run "
+     "is marked failed after the report", "tests/system/test_example_dags.py::test_daily_content_end_to_end_with_a_failing_prompt"),
+    ("worker dies right after submit", "the retry reuses the recorded generation; one submission",
+     "tests/unit/operators/test_luma.py::TestNeverPayTwice"),
+    ("triggerer killed mid-wait", "a new triggerer resumes every wait; one submission per prompt",
+     "tests/e2e/test_real_airflow.py"),
+]
+
+
 def render_doc() -> str:
     lines = [
         "# Fault matrix",
@@ -112,13 +125,14 @@ def render_doc() -> str:
         "Generated from `tests/unit/test_fault_matrix.py` (each row is a test against the sandbox's",
         "fault injection; regenerate with `UPDATE_FAULT_MATRIX=1 pytest tests/unit/test_fault_matrix.py`).",
         "Layers: **status** = hook status lookups, **submit** = hook `POST /luma/generations`,",
-        "**trigger** = `LumaTrigger` via the shared poller. Whole-DAG behaviour (a failed prompt fails",
-        "its own task, the report lists it, the run is marked failed) is tested in `tests/system`.",
+        "**trigger** = `LumaTrigger` via the shared poller; the whole-DAG layer is at the end.",
         "",
         "| fault | layer | outcome |",
         "|---|---|---|",
     ]
     lines += [f"| {c.fault} | {c.layer} | {c.outcome} |" for c in CASES]
+    lines += ["", "## Whole DAG", "", "| fault | outcome | test |", "|---|---|---|"]
+    lines += [f"| {fault} | {outcome} | `{test}` |" for fault, outcome, test in DAG_ROWS]
     return "\n".join(lines) + "\n"
 
 
