@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from luma_provider import api
-from luma_provider.exceptions import LumaValidationError
+from luma_provider.exceptions import LumaNotFoundError, LumaValidationError
 from luma_provider.ledger import GenerationLedger, key_for_request
 from luma_provider.models import LumaGeneration, LumaState
 
@@ -223,7 +223,12 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         for source, recorded in candidates:
             if not recorded:
                 continue
-            generation = self.hook.get_generation(str(recorded))
+            try:
+                generation = self.hook.get_generation(str(recorded))
+            except LumaNotFoundError:  # expired, another account, or a restarted sandbox
+                self.log.warning("Generation %s recorded for %s is unknown to the gateway; not reusing it",
+                                 recorded, source)
+                continue
             if generation.state == LumaState.FAILED:
                 self.log.warning("Generation %s recorded for %s failed (%s); not reusing it",
                                  generation.id, source, generation.failure_reason)

@@ -153,6 +153,30 @@ class TestGenerate:
 
 
 class TestNeverPayTwice:
+    def test_idempotency_key_reuses_across_runs_and_resubmits_what_the_gateway_forgot(
+        self, run_dag, gateway, tmp_path
+    ) -> None:
+        body = f'''
+            LumaGenerateOperator(task_id="submit", prompt="a lighthouse at dusk",
+                                 idempotency_key="batch-1", ledger_path="{tmp_path / 'ledger'}")
+        '''
+        first = run_dag.run(body)
+        second = run_dag.run(body)
+        assert first.state == second.state == "success"
+        gen_id = first.xcom("submit")
+        assert second.xcom("submit") == gen_id
+        assert "recorded for idempotency key 'batch-1:" in second.log and "not submitting again" in second.log
+        assert gateway.submissions == 1
+
+        # Same key and prompt after the gateway forgot the id (expired, restarted sandbox): a fresh submit.
+        gateway.reset()
+        third = run_dag.run(body)
+        assert third.state == "success"
+        assert third.xcom("submit") != gen_id
+        assert f"Generation {gen_id} recorded for idempotency key" in third.log
+        assert "unknown to the gateway; not reusing it" in third.log
+        assert gateway.submissions == 1  # counted since the reset
+
     def test_retry_reuses_the_recorded_generation(self, run_dag, gateway) -> None:
         result = run_dag.run('''
             class FlakyAfterSubmit(LumaGenerateOperator):
