@@ -117,8 +117,9 @@ class TestSensor:
     def test_generation_dict_input(self, run_dag, gateway) -> None:
         result = run_dag.run(f'''
             submit = {_submit()}
-            LumaTaskSensor(task_id="wait", poll_interval=0.3,
-                           generation_id="{{{{ ti.xcom_pull('submit', key='generation')['id'] }}}}")
+            # A template pull carries no dependency: it must be declared.
+            submit >> LumaTaskSensor(task_id="wait", poll_interval=0.3,
+                                     generation_id="{{{{ ti.xcom_pull('submit', key='generation')['id'] }}}}")
         ''')
         assert result.state == "success"
         assert result.xcom("wait")["id"] == result.xcom("submit")
