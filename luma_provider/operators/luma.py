@@ -29,6 +29,8 @@ STATE_GENERATION_ID = "luma_generation_id"
 #: Mapped instances show the start of their prompt instead of a bare index. Uses only the
 #: rendered task, so it also renders after a deferral (execute_complete has a fresh context).
 PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
+#: Mapped waits and downloads show their ``label`` (e.g. the prompt) when one is given.
+LABEL_TEMPLATE = "{{ (task.label | string).split() | join(' ') | truncate(48, True, '…', 0) if task.label else ti.map_index }}"
 
 
 class LumaHookMixin:
@@ -267,11 +269,12 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     :param include_thumbnail: also download ``<id>.jpg`` next to the video.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param max_bytes: refuse videos larger than this.
+    :param label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
     :return: the final URI (a list of them for a list input). With ``include_thumbnail``, a dict
         ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}`` per video instead.
     """
 
-    template_fields: Sequence[str] = ("generation_id", "destination")
+    template_fields: Sequence[str] = ("generation_id", "destination", "label")
     ui_color = "#d7f2e3"
 
     def __init__(
@@ -283,9 +286,12 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         include_thumbnail: bool = False,
         luma_conn_id: str = api.DEFAULT_CONN_ID,
         max_bytes: int | None = None,
+        label: str | None = None,
+        map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(map_index_template=map_index_template, **kwargs)
+        self.label = label
         self.generation_id = generation_id
         self.destination = destination
         self.storage_conn_id = storage_conn_id

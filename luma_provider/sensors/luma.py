@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.operators.luma import LumaHookMixin, LumaVideoLink, push_video_link
+from luma_provider.operators.luma import LABEL_TEMPLATE, LumaHookMixin, LumaVideoLink, push_video_link
 from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
 
 if TYPE_CHECKING:
@@ -33,10 +33,11 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param poll_interval: seconds between status checks (also the poke interval).
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
+    :param label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
     :return: the completed generation as a dict (a list of dicts when given a list).
     """
 
-    template_fields: Sequence[str] = ("generation_id",)
+    template_fields: Sequence[str] = ("generation_id", "label")
     operator_extra_links = (LumaVideoLink(),)
     ui_color = "#c9b6f2"
 
@@ -48,10 +49,13 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         poll_interval: float = 10.0,
         deferrable: bool = True,
         timeout: float = 60 * 60,
+        label: str | None = None,
+        map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", poll_interval)
-        super().__init__(timeout=timeout, **kwargs)
+        super().__init__(timeout=timeout, map_index_template=map_index_template, **kwargs)
+        self.label = label
         self.generation_id = generation_id
         self.luma_conn_id = luma_conn_id
         self.poll_interval = poll_interval
