@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import ipaddress
 import json
 import logging
+import math
 import random
 import re
-from collections.abc import Callable, Generator, Iterable, Mapping
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
@@ -31,14 +35,22 @@ from luma_provider.exceptions import (
     LumaAuthError,
     LumaBadRequestError,
     LumaConfigError,
+    LumaDownloadError,
     LumaError,
     LumaNotFoundError,
     LumaRateLimitError,
+    LumaResponseTooLargeError,
     LumaServerError,
     LumaTransportError,
     LumaValidationError,
 )
-from luma_provider.models import LumaGeneration, LumaResponseShapeError, parse_generation, parse_generations
+from luma_provider.models import (
+    LumaGeneration,
+    LumaResponseShapeError,
+    is_generation_id,
+    parse_generation,
+    parse_generations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +62,24 @@ MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": 
 MAX_PROMPT_LENGTH = 5000
 DEFAULT_CONN_ID = "luma_default"
 DEFAULT_TIMEOUT = 30.0
+#: Seconds a download may go without receiving a byte (a whole video may take much longer).
+DEFAULT_DOWNLOAD_STALL_TIMEOUT = 60.0
+#: Largest API reply accepted, after decompression (connection extra ``max_response_bytes``).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024**2
+#: Of an error reply, only this much is read: enough for any gateway's error envelope.
+ERROR_BODY_LIMIT = 8 * 1024
+#: Redirects a download may follow; each hop is checked like the first URL.
+MAX_REDIRECTS = 5
+#: Floor of every poll interval: a typo such as 1e-6 must not hammer the gateway.
+MIN_POLL_INTERVAL = 0.1
+#: Longest wait accepted (30 days): beyond, a deadline or a timedelta overflows.
+MAX_WAIT_SECONDS = 30 * 24 * 3600.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BATCH_SIZE = 100
 MAX_RETRY_AFTER = 120.0
 # A syntactically valid id that no gateway will have: a free, authenticated probe.
 PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _DATA_URI_RE = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,(?P<data>.*)$", re.DOTALL)
 _RESERVED_FIELDS = {"user_prompt", "aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model_name"}
 
@@ -73,18 +96,65 @@ class ConnectionSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     path_prefix: str = ""
     verify_ssl: bool = True
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    download_stall_timeout: float = DEFAULT_DOWNLOAD_STALL_TIMEOUT
+    allow_private_downloads: bool = False
+    #: The host had no scheme and https:// was assumed (a hint for SSL errors).
+    scheme_assumed: bool = False
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{self.path_prefix}{path}"
 
+    def is_gateway_origin(self, url: str) -> bool:
+        """Strictly the gateway's origin; URLs the HTTP clients could read differently never are."""
+        origin = strict_origin(url)
+        return origin is not None and origin == strict_origin(self.base_url)
+
     def auth_headers_for(self, url: str) -> dict[str, str]:
         """Bearer header, but only for the gateway's own origin: never leak the key to a CDN."""
-        if not self.api_key or _origin(url) != _origin(self.base_url):
+        if not self.api_key or not self.is_gateway_origin(url):
             return {}
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def redact(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key and text else text
+        """Remove the key from text, in every form a message can carry it (raw, repr-escaped)."""
+        if not self.api_key or not text:
+            return text
+        for form in _secret_forms(self.api_key):
+            text = text.replace(form, "***")
+        return text
+
+    def redact_generation(self, gen: LumaGeneration) -> LumaGeneration:
+        """Gateway-provided strings may echo the key; they reach XCom, logs and manifests."""
+        if not self.api_key:
+            return gen
+        changes = {f.name: self.redact(value) for f in dataclasses.fields(gen)
+                   if type(value := getattr(gen, f.name)) is str and f.name != "id"}
+        return dataclasses.replace(gen, **changes)
+
+
+def _secret_forms(secret: str) -> list[str]:
+    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def strict_origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL, or None when it is unsafe to reason about.
+
+    urllib3 and ``urlsplit`` disagree on some URLs (``http://a\\@b/`` is host ``a`` to one and
+    ``b`` to the other), so anything that could be read two ways is refused: backslashes,
+    userinfo, whitespace or control characters, bad ports.
+    """
+    if not isinstance(url, str) or len(url) > 8192 or "\\" in url or any(c <= " " or c == "\x7f" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
 
 
 def settings_from_connection(conn_id: str, conn_type: str | None, host: str | None, password: str | None,
@@ -92,11 +162,14 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
     """Validate an Airflow connection's fields; the message names the field that is wrong."""
     if conn_type and conn_type not in ("luma", "http"):
         raise LumaConfigError(f"Connection {conn_id!r} has conn_type {conn_type!r}; expected 'luma'.")
+    if not isinstance(extra, Mapping):
+        raise LumaConfigError(f"Connection {conn_id!r}: extra must be a JSON object")
     host = (host or "").strip().rstrip("/")
     if not host:
         raise LumaConfigError(f"Connection {conn_id!r} has no host; set it to the gateway base URL, "
                               "e.g. https://gateway.example")
-    if "://" not in host:
+    scheme_assumed = "://" not in host
+    if scheme_assumed:
         host = f"https://{host}"
     if urlsplit(host).scheme not in ("http", "https"):
         raise LumaConfigError(f"Connection {conn_id!r}: host must be an http(s) URL, got scheme "
@@ -107,9 +180,12 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
     try:
         parts.port
     except ValueError:
-        raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} has an invalid port")
+        raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} has an invalid port") from None
     if port and not parts.port:
         host = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
+    if strict_origin(host) is None:
+        raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} is not a plain http(s) URL "
+                              "(no user:password@, backslashes or spaces)")
 
     def opt(name: str, cast: Callable[[Any], T], default: T, minimum: float | None = None) -> T:
         value = extra.get(name, extra.get(f"extra__luma__{name}"))
@@ -117,31 +193,77 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
             return default
         try:
             result = cast(value)
-        except (TypeError, ValueError):
-            raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} has invalid value {value!r}")
+        except (TypeError, ValueError, OverflowError):
+            raise LumaConfigError(
+                f"Connection {conn_id!r}: extra field {name!r} has invalid value {_short(value)}") from None
+        if isinstance(result, float) and not math.isfinite(result):
+            raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} must be a finite number")
         if minimum is not None and result < minimum:  # type: ignore[operator]
-            raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} must be >= {minimum}, got {value!r}")
+            raise LumaConfigError(
+                f"Connection {conn_id!r}: extra field {name!r} must be >= {minimum}, got {_short(value)}")
         return result
 
     prefix = opt("path_prefix", str, "").strip().rstrip("/")
     return ConnectionSettings(
         base_url=host,
-        api_key=password or None,
+        api_key=_api_key(conn_id, password),
         timeout=opt("timeout", float, DEFAULT_TIMEOUT, minimum=0.001),
         max_retries=opt("max_retries", int, DEFAULT_MAX_RETRIES, minimum=0),
         batch_size=opt("batch_size", int, DEFAULT_BATCH_SIZE, minimum=1),
         path_prefix=f"/{prefix.lstrip('/')}" if prefix else "",
         verify_ssl=opt("verify_ssl", _to_bool, True),
+        max_response_bytes=opt("max_response_bytes", int, DEFAULT_MAX_RESPONSE_BYTES, minimum=1024),
+        download_stall_timeout=opt("download_stall_timeout", float, DEFAULT_DOWNLOAD_STALL_TIMEOUT, minimum=0.001),
+        allow_private_downloads=opt("allow_private_downloads", _to_bool, False),
+        scheme_assumed=scheme_assumed,
     )
+
+
+def _api_key(conn_id: str, password: str | None) -> str | None:
+    """The key without the whitespace a paste adds; a key that cannot be a header is refused
+    without echoing it (HTTP clients put the bad header's repr into their exceptions)."""
+    key = (password or "").strip()
+    if not key:
+        return None
+    if any(c <= " " or c == "\x7f" for c in key) or not key.isascii():
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: the API key (password) contains spaces, control or non-ASCII "
+            "characters; paste it again (value not shown)"
+        )
+    return key
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 # ----------------------------------------------------------------------------- validation
 def validate_generation_id(generation_id: Any, field_name: str = "generation_id") -> str:
-    if not isinstance(generation_id, str) or not _ID_RE.match(generation_id.strip()):
+    value = generation_id.strip() if isinstance(generation_id, str) else generation_id
+    if not is_generation_id(value):
         raise LumaValidationError(
-            field_name, f"expected a Luma generation id (letters, digits, '-', '_', '.', ':'), got {generation_id!r}"
+            field_name, "expected a Luma generation id (up to 128 letters, digits, '-', '_', '.', ':'; "
+            f"no '..'), got {_short(generation_id)}"
         )
-    return generation_id.strip()
+    return str(value)
+
+
+def validate_seconds(value: Any, field_name: str, *, minimum: float = MIN_POLL_INTERVAL,
+                     allow_none: bool = False) -> float | None:
+    """A finite number of seconds in ``[minimum, MAX_WAIT_SECONDS]`` (poll intervals, timeouts)."""
+    if value is None and allow_none:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number) or not minimum <= number <= MAX_WAIT_SECONDS:
+        raise LumaValidationError(
+            field_name, f"must be a number of seconds between {minimum:g} and {MAX_WAIT_SECONDS:g}, "
+            f"got {_short(value)}"
+        )
+    return number
 
 
 def validate_prompt(prompt: Any, field_name: str = "prompt") -> str:
@@ -331,24 +453,50 @@ def probe_flow() -> Flow[tuple[bool, str]]:
 # ----------------------------------------------------------------------------- responses
 def decode(request: Request, status: int, headers: Mapping[str, str], text: str,
            settings: ConnectionSettings) -> Any:
-    """Raw HTTP answer -> parsed result of ``request.parse``, or the matching ``LumaError``."""
+    """Raw HTTP answer -> parsed result of ``request.parse``, or the matching ``LumaError``.
+
+    Hostile bodies (NaN, 1e400, 100k-deep nesting, odd shapes) end as ``LumaTransportError``,
+    never as a bare Python exception.
+    """
     if status >= 400:
         raise error_for_status(request, status, headers, text, settings)
     if not text.strip():
         raise LumaTransportError(f"{request.method} {request.path}: HTTP {status} with an empty body")
     try:
-        payload = json.loads(text)
-    except ValueError:
+        payload = loads(text)
+    except (ValueError, RecursionError):
         raise LumaTransportError(
             f"{request.method} {request.path}: HTTP {status} body is not JSON: {_excerpt(text, settings)!r}"
-        )
+        ) from None
     _raise_for_error_envelope(request, status, payload, settings)
     try:
-        return request.parse(payload)
-    except (LumaResponseShapeError, KeyError, TypeError) as err:
+        result = request.parse(payload)
+    except (LumaResponseShapeError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
+            RecursionError) as err:
         raise LumaTransportError(
-            f"{request.method} {request.path}: unexpected response shape ({err}): {_excerpt(text, settings)!r}"
-        )
+            f"{request.method} {request.path}: unexpected response shape "
+            f"({settings.redact(str(err))[:300]}): {_excerpt(text, settings)!r}"
+        ) from None
+    if isinstance(result, LumaGeneration):
+        return settings.redact_generation(result)
+    if isinstance(result, list):
+        return [settings.redact_generation(g) if isinstance(g, LumaGeneration) else g for g in result]
+    return result
+
+
+def loads(text: str) -> Any:
+    """Strict JSON: NaN, Infinity and numbers that overflow a float are not JSON here."""
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    def finite_float(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):
+            raise ValueError(f"number out of range: {literal[:20]}")
+        return number
+
+    return json.loads(text, parse_constant=reject_constant, parse_float=finite_float)
 
 
 def _raise_for_error_envelope(request: Request, status: int, payload: Any, settings: ConnectionSettings) -> None:
@@ -361,17 +509,18 @@ def _raise_for_error_envelope(request: Request, status: int, payload: Any, setti
     ):
         message, err_code = error_message(payload, "")
         cls = LumaNotFoundError if err_code == "task_not_exist" else LumaAPIError
-        raise cls(status, settings.redact(message), code=err_code, method=request.method, path=request.path)
+        raise cls(status, settings.redact(message), code=err_code and settings.redact(err_code),
+                  method=request.method, path=request.path)
 
 
 def error_for_status(request: Request, status: int, headers: Mapping[str, str], text: str,
                      settings: ConnectionSettings) -> LumaAPIError:
     try:
-        payload = json.loads(text) if text.strip() else None
-    except ValueError:
+        payload = loads(text) if text.strip() else None
+    except (ValueError, RecursionError):
         payload = None
     message, code = error_message(payload, _excerpt(text, settings) or "(empty body)")
-    kwargs = dict(code=code, method=request.method, path=request.path)
+    kwargs: dict[str, Any] = dict(code=code and settings.redact(code), method=request.method, path=request.path)
     message = settings.redact(message)
     if status == 429:
         return LumaRateLimitError(status, message, retry_after=retry_after_seconds(headers), **kwargs)
@@ -404,32 +553,134 @@ def error_message(payload: Any, fallback: str) -> tuple[str, str | None]:
         _validation_detail(detail),
     ]
     message = next((c for c in candidates if isinstance(c, str) and c.strip()), fallback)
-    return message, str(code) if code not in (None, "", 0) else None
+    code_text = str(code)[:100] if isinstance(code, (str, int)) and code not in ("", 0) else None
+    return message[:1000], code_text
 
 
 def _validation_detail(detail: Any) -> str | None:
-    # FastAPI 422: {"detail": [{"loc": [...], "msg": "..."}]}
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
-    return None
+    # FastAPI 422: {"detail": [{"loc": [...], "msg": "..."}]}; anything else in there is skipped.
+    if not isinstance(detail, list):
+        return None
+    parts = []
+    for item in detail[:20]:
+        if not isinstance(item, dict):
+            continue
+        loc = item.get("loc")
+        where = ".".join(str(p) for p in loc) if isinstance(loc, list) else str(loc or "")
+        parts.append(f"{where[:100]}: {str(item.get('msg'))[:200]}")
+    return "; ".join(parts) or None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After") or headers.get("retry-after")
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER) if value is not None else None
-    except ValueError:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
         return None  # an HTTP date: rare here, fall back to our own backoff
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _excerpt(text: str, settings: ConnectionSettings, limit: int = 200) -> str:
-    text = settings.redact(text.strip())
+    text = settings.redact(text[: limit * 4].strip())
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+# ----------------------------------------------------------------------------- bodies & URLs
+class BodyReader:
+    """Bounded, incrementally decoded response body, shared by every transport.
+
+    Feed it the bytes read off the wire (``decode_content=False`` / ``auto_decompress=False``);
+    it decodes gzip/deflate itself, a bounded piece at a time, so neither a huge body nor a
+    small gzip bomb can grow memory past ``limit``.
+
+    :param content_encoding: the response's ``Content-Encoding`` header.
+    :param limit: most decoded bytes accepted.
+    :param truncate: stop quietly at ``limit`` (error bodies) instead of raising.
+    """
+
+    PIECE = 256 * 1024
+
+    def __init__(self, content_encoding: str | None, limit: int, *, truncate: bool = False, what: str = "reply"):
+        encoding = (content_encoding or "").strip().lower()
+        self._decoder: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj()
+        elif encoding not in ("", "identity"):
+            raise LumaTransportError(f"{what}: unsupported Content-Encoding {encoding[:40]!r}")
+        self.limit = limit
+        self.truncate = truncate
+        self.what = what
+        self.wire_bytes = 0
+        self.size = 0
+        self.full = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Decoded pieces of ``data`` (each at most ``PIECE`` bytes)."""
+        self.wire_bytes += len(data)
+        if self._decoder is None:
+            yield from self._accept(data)
+            return
+        try:
+            while data and not self.full:
+                piece = self._decoder.decompress(data, self.PIECE)
+                data = self._decoder.unconsumed_tail
+                yield from self._accept(piece)
+        except zlib.error as err:
+            raise LumaTransportError(f"{self.what}: corrupt compressed body ({err})") from None
+
+    def finish(self) -> Iterator[bytes]:
+        if self._decoder is not None and not self.full:
+            try:
+                yield from self._accept(self._decoder.flush(self.PIECE))
+            except zlib.error as err:
+                raise LumaTransportError(f"{self.what}: corrupt compressed body ({err})") from None
+
+    def _accept(self, piece: bytes) -> Iterator[bytes]:
+        room = self.limit - self.size
+        if len(piece) > room:
+            if not self.truncate:
+                raise LumaResponseTooLargeError(
+                    f"{self.what} is larger than the {self.limit}-byte cap (decoded); refused"
+                )
+            piece, self.full = piece[:room], True
+        self.size += len(piece)
+        if piece:
+            yield piece
+
+
+def check_download_url(url: Any, settings: ConnectionSettings) -> tuple[str, str, int]:
+    """A video/thumbnail URL (or redirect target) safe to fetch, or ``LumaDownloadError``."""
+    origin = strict_origin(url)
+    if origin is None:
+        raise LumaDownloadError(
+            f"Refusing to download from {_short(url)}: not a plain http(s) URL "
+            "(userinfo, backslashes, spaces or a bad port are not accepted)"
+        )
+    return origin
+
+
+def refused_address(host: str, addresses: Iterable[str]) -> str | None:
+    """The first loopback/private/link-local/reserved address among ``addresses``, if any."""
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            return text
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            return str(address)
+    return None
+
+
+def redirect_target(current: str, location: Any) -> str:
+    if not isinstance(location, str) or not location.strip():
+        raise LumaDownloadError("Download redirect without a Location header")
+    return urljoin(current, location.strip())
 
 
 # ----------------------------------------------------------------------------- retries
@@ -442,7 +693,7 @@ class RetryPolicy:
     max_wait: float = 30.0
 
     def should_retry(self, request: Request, error: BaseException) -> bool:
-        if not request.retry:
+        if not request.retry or isinstance(error, LumaResponseTooLargeError):
             return False
         if request.idempotent:
             return isinstance(error, (LumaRateLimitError, LumaServerError, LumaTransportError))
@@ -484,8 +735,9 @@ class RetryPolicy:
             return error
         return LumaAmbiguousSubmitError(
             f"Luma {request.name} outcome unknown ({error}). The gateway may have accepted the job and "
-            "may charge for it: it was NOT resubmitted automatically. Check the gateway's task list "
-            "before retrying, or use an idempotency_key so a retry can find the recorded generation."
+            "may charge for it, so it is not submitted again (no retry). Look for the prompt in the "
+            "gateway's task list or dashboard; if the job is there, wait for it by id (LumaTaskSensor), "
+            "otherwise clear the task to submit again."
         )
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from airflow.exceptions import AirflowException
 
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.0's Task SDK
+    from airflow.exceptions import AirflowFailException
+
 
 class LumaError(AirflowException):
     """Base class of every error raised by this provider."""
@@ -92,10 +97,16 @@ class LumaTransportError(LumaError):
         super().__init__(message)
 
 
-class LumaAmbiguousSubmitError(LumaError):
+class LumaResponseTooLargeError(LumaTransportError):
+    """A reply above the size cap (decoded); never retried: it would be as large next time."""
+
+
+class LumaAmbiguousSubmitError(LumaError, AirflowFailException):
     """A submit failed in a way that leaves open whether the gateway took the job.
 
-    Not retried on purpose: resubmitting could pay for the same video twice.
+    Not retried on purpose, not even by Airflow's task retries (it is an ``AirflowFailException``):
+    resubmitting could pay for the same video twice. ``LumaGenerateOperator(ambiguous_submit=...)``
+    decides otherwise when asked.
     """
 
 

@@ -14,9 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
+
+
+#: Every generation id, going in or coming back: it names files, so no '/', '\\', '..' or NUL.
+GENERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+#: Largest plausible media dimension / duration / timestamp; beyond is hostile or broken.
+_MAX_NUMBER = 1e12
+MAX_TEXT = 4000
+MAX_URL = 8192
+
+
+def is_generation_id(value: Any) -> bool:
+    return isinstance(value, str) and GENERATION_ID_RE.match(value) is not None and ".." not in value
 
 
 class LumaState(str, Enum):
@@ -72,6 +86,8 @@ class LumaGeneration:
     state: LumaState
     raw_state: str | None = None
     video_url: str | None = None
+    #: Inline-playable URL (``video.url``); ``video_url`` prefers the download URL.
+    playable_url: str | None = None
     thumbnail_url: str | None = None
     last_frame_url: str | None = None
     width: int | None = None
@@ -88,7 +104,8 @@ class LumaGeneration:
         return self.state.is_terminal
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """The normalized fields only: the raw reply can be huge and never goes to XCom."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "raw"}
         data["state"] = self.state.value
         return data
 
@@ -96,7 +113,12 @@ class LumaGeneration:
     def from_dict(cls, data: Mapping[str, Any]) -> LumaGeneration:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        values["state"] = LumaState(values.get("state", LumaState.UNKNOWN))
+        if not is_generation_id(values.get("id")):
+            raise LumaResponseShapeError(f"not a generation id: {_show(values.get('id'))}")
+        try:
+            values["state"] = LumaState(values.get("state", LumaState.UNKNOWN))
+        except ValueError:
+            values["state"] = LumaState.UNKNOWN
         return cls(**values)
 
 
@@ -150,6 +172,7 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
         id=str(gen_id),
         state=normalize_state(raw_state),
         raw_state=raw_state if isinstance(raw_state, str) else None,
+        playable_url=_first_url(video.get("url"), assets.get("video"), art_video.get("url")),
         video_url=_first_url(
             video.get("download_url"),
             video.get("url"),
@@ -217,8 +240,16 @@ def _parse_kling(payload: dict[str, Any], data: dict[str, Any]) -> LumaGeneratio
 
 
 def _require_id(value: Any, where: str) -> None:
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value).strip() == "":
-        raise LumaResponseShapeError(f"{where} has no usable id: {value!r}")
+    # Ids that come back are checked like ids that go in: they become file names and URL paths.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**40:
+        value = str(value)
+    if not is_generation_id(value):
+        raise LumaResponseShapeError(f"{where} has no usable id: {_show(value)}")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value) if isinstance(value, str) else type(value).__name__
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -226,26 +257,33 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
+    # Bounded: these fields reach XCom, logs and manifests.
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value if len(value) <= MAX_TEXT else f"{value[: MAX_TEXT - 1]}…"
 
 
 def _first_url(*candidates: Any) -> str | None:
     # download_url is sometimes "" on the first completed poll, so skip empties.
-    return next((c for c in candidates if isinstance(c, str) and c.strip()), None)
+    return next((c for c in candidates if isinstance(c, str) and c.strip() and len(c) <= MAX_URL), None)
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    number = _float(value)
+    return int(number) if number is not None else None
 
 
 def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+    """A finite, plausible number or None: NaN, Infinity, 1e300 and 400-digit ints are dropped."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
+    if isinstance(value, str) and len(value) > 40:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and abs(number) <= _MAX_NUMBER * 1000 else None
 
 
 def _duration(*candidates: Any) -> float | None:
@@ -261,10 +299,13 @@ def _duration(*candidates: Any) -> float | None:
 def _timestamp(value: Any) -> str | None:
     """ISO strings pass through; Unix seconds or milliseconds (task wrappers) become ISO."""
     if isinstance(value, str):
-        return value or None
+        return value[:64] or None
     number = _float(value)
-    if not number:
+    if not number or number < 0:
         return None
     if number > 1e11:  # milliseconds (Kling-style wrapper)
         number /= 1000
-    return dt.datetime.fromtimestamp(number, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(number, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # beyond year 9999
+        return None

@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 import tenacity
+import urllib3
 from airflow.providers.http.hooks.http import HttpHook
 
 from luma_provider import api
 from luma_provider.exceptions import (
+    LumaConfigError,
     LumaDownloadError,
     LumaError,
     LumaGenerationFailed,
+    LumaResponseTooLargeError,
     LumaTimeoutError,
     LumaTransportError,
+    LumaValidationError,
 )
 from luma_provider.models import LumaGeneration, LumaState
 
@@ -37,6 +43,10 @@ if TYPE_CHECKING:
 #: 64 KiB: measured ~0.9x curl on loopback; 1 MiB chunks were ~0.4x (BENCHMARKS.md).
 DOWNLOAD_CHUNK = 64 * 1024
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
+MAX_THUMBNAIL_BYTES = 50 * 1024**2
+#: Only encodings BodyReader decodes itself (requests would also offer br/zstd when installed).
+ACCEPT_ENCODING = "gzip, deflate"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,160}$")
 
 
 class LumaHook(HttpHook):
@@ -90,6 +100,7 @@ class LumaHook(HttpHook):
         if self._settings is None:
             conn = self.get_connection(self.luma_conn_id)
             self._settings = self._settings_from(conn, conn.extra_dejson)
+            _mask(self._settings.api_key)
         return self._settings
 
     async def aget_settings(self) -> api.ConnectionSettings:
@@ -105,6 +116,7 @@ class LumaHook(HttpHook):
             except ImportError:  # older common-compat
                 extra = conn.extra_dejson
             self._settings = self._settings_from(conn, extra)
+            _mask(self._settings.api_key)
         return self._settings
 
     @property
@@ -127,7 +139,8 @@ class LumaHook(HttpHook):
     def session(self) -> requests.Session:
         """One keep-alive session per hook (HttpHook mounts its TCP keep-alive adapter)."""
         session = self.get_conn()
-        session.headers.update({"Accept": "application/json", "User-Agent": "airflow-provider-luma"})
+        session.headers.update({"Accept": "application/json", "User-Agent": "airflow-provider-luma",
+                                "Accept-Encoding": ACCEPT_ENCODING})
         return session
 
     # ------------------------------------------------------------------ public API (sync)
@@ -288,15 +301,24 @@ class LumaHook(HttpHook):
         settings = self.settings
         url = settings.url(request.path)
         self.requests_sent += 1
+        # ``timeout`` bounds the whole request: every read gets only what is left of it.
+        deadline = time.monotonic() + settings.timeout
         try:
             response = self.session.request(
-                request.method, url, json=request.json, timeout=settings.timeout,
-                headers=settings.auth_headers_for(url), allow_redirects=False,
+                request.method, url, json=request.json, timeout=(settings.timeout, settings.timeout),
+                headers=settings.auth_headers_for(url), allow_redirects=False, stream=True,
             )
-            text = response.text
-        except requests.exceptions.RequestException as err:
+            try:
+                limit = settings.max_response_bytes if response.status_code < 400 else api.ERROR_BODY_LIMIT
+                reader = api.BodyReader(response.headers.get("Content-Encoding"), limit,
+                                        truncate=response.status_code >= 400, what=f"{request.method} {request.path}")
+                body = b"".join(_read_body(response, reader, deadline))
+            finally:
+                response.close()
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             raise _transport_error(request, err, sent=not _never_connected(err), settings=settings) from None
-        return api.decode(request, response.status_code, response.headers, text, settings)
+        return api.decode(request, response.status_code, response.headers, body.decode("utf-8", "replace"),
+                          settings)
 
     async def _asend_once(self, request: api.Request) -> Any:
         import aiohttp
@@ -310,22 +332,33 @@ class LumaHook(HttpHook):
                 request.method, url, json=request.json, headers=settings.auth_headers_for(url),
                 allow_redirects=False, ssl=None if settings.verify_ssl else False,
             ) as response:
-                # Lenient decode: a truncated or non-UTF-8 body must become a retryable
-                # LumaTransportError in decode(), not a UnicodeDecodeError on the event loop.
-                text = (await response.read()).decode(response.charset or "utf-8", errors="replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                limit = settings.max_response_bytes if response.status < 400 else api.ERROR_BODY_LIMIT
+                reader = api.BodyReader(response.headers.get("Content-Encoding"), limit,
+                                        truncate=response.status >= 400, what=f"{request.method} {request.path}")
+                pieces: list[bytes] = []
+                async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                    pieces.extend(reader.feed(chunk))
+                    if reader.full:
+                        break
+                pieces.extend(reader.finish())
+                status, headers = response.status, response.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as err:
             never = isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
             raise _transport_error(request, err, sent=not never, settings=settings) from None
-        return api.decode(request, response.status, response.headers, text, settings)
+        # Lenient decode: a non-UTF-8 body must become a LumaTransportError in decode().
+        return api.decode(request, status, headers, b"".join(pieces).decode("utf-8", "replace"), settings)
 
     def _get_aiohttp_session(self, settings: api.ConnectionSettings) -> aiohttp.ClientSession:
         import aiohttp
 
         if self._aiohttp_session is None or self._aiohttp_session.closed:
             self._aiohttp_session = aiohttp.ClientSession(
+                # total: the documented timeout bounds the whole request, body included.
                 timeout=aiohttp.ClientTimeout(total=settings.timeout),
-                headers={"Accept": "application/json", "User-Agent": "airflow-provider-luma"},
+                headers={"Accept": "application/json", "User-Agent": "airflow-provider-luma",
+                         "Accept-Encoding": ACCEPT_ENCODING},
                 connector=aiohttp.TCPConnector(limit=16, keepalive_timeout=60),
+                auto_decompress=False,  # BodyReader decodes, with a cap on the decoded size
             )
         return self._aiohttp_session
 
@@ -342,6 +375,10 @@ class LumaHook(HttpHook):
 
         Writes to a temporary name beside the target and renames it only after the byte count
         matched ``Content-Length``, so an interrupted download never leaves a partial file.
+        Downloads from loopback/private/link-local addresses are refused unless the connection
+        extra ``allow_private_downloads`` is true (the gateway's own origin is always allowed);
+        every redirect hop is checked again. A download fails when no byte arrives for
+        ``download_stall_timeout`` seconds (connection extra, default 60).
 
         :param generation: a ``LumaGeneration``, its ``to_dict()`` form, or a generation id.
         :param destination: a file path/URI, or a folder (existing, or ending in ``/``) in which
@@ -369,7 +406,7 @@ class LumaHook(HttpHook):
         if not gen.thumbnail_url:
             return None
         return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg",
-                                  storage_conn_id=storage_conn_id)
+                                  max_bytes=MAX_THUMBNAIL_BYTES, storage_conn_id=storage_conn_id)
 
     def download_file(
         self,
@@ -381,8 +418,7 @@ class LumaHook(HttpHook):
         storage_conn_id: str | None = None,
     ) -> str:
         """Stream ``url`` (http/https only) atomically into ``destination``; returns the final URI."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise LumaDownloadError(f"Refusing to download from a non-http(s) URL: {urlsplit(url).scheme}://...")
+        api.check_download_url(url, self.settings)
         target = _target_path(destination, default_name, storage_conn_id)
         request = api.Request("download", "GET", url)
         policy = self.retry_policy
@@ -391,37 +427,63 @@ class LumaHook(HttpHook):
         self.log.info("Downloaded %s (%d bytes)", target, size)
         return str(target)
 
+    def _open_download(self, url: str) -> requests.Response:
+        """GET ``url`` following redirects by hand, so every hop gets the same checks."""
+        settings = self.settings
+        for _ in range(api.MAX_REDIRECTS + 1):
+            self._check_download_host(url)
+            response = self.session.get(
+                url, stream=True, timeout=(settings.timeout, settings.download_stall_timeout),
+                headers={**settings.auth_headers_for(url), "Accept": "*/*"}, allow_redirects=False,
+            )
+            if not response.is_redirect:
+                return response
+            response.close()
+            url = api.redirect_target(url, response.headers.get("Location"))
+        raise LumaDownloadError(f"Download took more than {api.MAX_REDIRECTS} redirects; refused")
+
+    def _check_download_host(self, url: str) -> None:
+        _, host, port = api.check_download_url(url, self.settings)
+        if self.settings.allow_private_downloads or self.settings.is_gateway_origin(url):
+            return
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            raise LumaTransportError(f"Download host {host[:100]!r} cannot be resolved ({err})") from None
+        bad = api.refused_address(host, [info[4][0] for info in infos])
+        if bad:
+            raise LumaDownloadError(
+                f"Refusing to download from {host[:100]!r}: it resolves to {bad}, a loopback, private or "
+                "link-local address. Set the connection extra allow_private_downloads=true if this host "
+                "is meant to serve the videos."
+            )
+
     def _download_once(self, url: str, target: Any, max_bytes: int) -> int:
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
-        written = 0
+        settings = self.settings
         try:
-            with self.session.get(
-                url, stream=True, timeout=self.settings.timeout, headers=self.settings.auth_headers_for(url),
-                allow_redirects=True,
-            ) as response:
-                if urlsplit(response.url).scheme not in ("http", "https"):
-                    raise LumaDownloadError("Download redirected to a non-http(s) URL; refused")
+            with self._open_download(url) as response:
                 if response.status_code >= 400:
-                    raise api.error_for_status(
-                        api.Request("download", "GET", urlsplit(url).path), response.status_code,
-                        response.headers, response.text[:2000], self.settings,
-                    )
-                expected = int(response.headers.get("Content-Length") or 0) or None
-                if expected and expected > max_bytes:
+                    raise _download_refused(response, url, settings)
+                expected = _content_length(response)
+                encoding = response.headers.get("Content-Encoding")
+                if expected is not None and not encoding and expected > max_bytes:
                     raise LumaDownloadError(f"{target.name} is {expected} bytes, above the {max_bytes}-byte cap")
+                reader = api.BodyReader(encoding, max_bytes, what=f"Download of {target.name}")
                 with tmp.open("wb") as out:
-                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise LumaDownloadError(f"{target.name} exceeded the {max_bytes}-byte cap")
-                        out.write(chunk)
-            if expected is not None and written != expected:
-                raise LumaTransportError(f"Short download of {target.name}: got {written} of {expected} bytes")
+                    for piece in _read_body(response, reader, None):
+                        out.write(piece)
+            # Content-Length counts bytes on the wire (compressed, if the CDN gzips).
+            if expected is not None and reader.wire_bytes != expected:
+                raise LumaTransportError(
+                    f"Short download of {target.name}: got {reader.wire_bytes} of {expected} bytes")
             tmp.rename(target)
-            return written
-        except requests.exceptions.InvalidSchema:
-            raise LumaDownloadError(f"Download of {target.name} redirected to a non-http(s) URL; refused") from None
-        except requests.exceptions.RequestException as err:
+            return reader.size
+        except LumaResponseTooLargeError:
+            raise LumaDownloadError(f"{target.name} exceeded the {max_bytes}-byte cap") from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            if isinstance(err, OSError) and not isinstance(err, (ConnectionError, TimeoutError, socket.timeout)):
+                raise LumaDownloadError(f"Download of {target.name} could not be written: {err}") from None
             raise LumaTransportError(f"Download of {target.name} failed: {type(err).__name__}") from None
         finally:
             if tmp.exists():
@@ -431,7 +493,10 @@ class LumaHook(HttpHook):
         if isinstance(generation, LumaGeneration):
             return generation
         if isinstance(generation, Mapping):
-            return LumaGeneration.from_dict(generation)
+            try:
+                return LumaGeneration.from_dict(generation)
+            except (ValueError, TypeError) as err:
+                raise LumaValidationError("generation", f"not a generation dict ({err})") from None
         return self.get_generation(generation)
 
     # ------------------------------------------------------------------ UI fallback (Airflow < 3.2)
@@ -451,7 +516,59 @@ class LumaHook(HttpHook):
 _OPTION_NAMES = ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model")
 
 
-def _never_connected(err: requests.exceptions.RequestException) -> bool:
+def _mask(secret: str | None) -> None:
+    """Register the (stripped) key with Airflow's secrets masker: logs show *** instead."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # Airflow < 3.1
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(secret)
+
+
+def _read_body(response: requests.Response, reader: api.BodyReader, deadline: float | None) -> Iterator[bytes]:
+    """Wire bytes through ``reader``; with a deadline, no read may outlast it."""
+    raw = response.raw
+    while not reader.full:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise requests.exceptions.ReadTimeout("the request took longer than its timeout")
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(remaining)
+        chunk = raw.read(DOWNLOAD_CHUNK, decode_content=False)
+        if not chunk:
+            break
+        yield from reader.feed(chunk)
+    yield from reader.finish()
+
+
+def _content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise LumaDownloadError(f"Download answered with an invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def _download_refused(response: requests.Response, url: str, settings: api.ConnectionSettings) -> LumaError:
+    status = response.status_code
+    host = urlsplit(url).hostname or "?"
+    if status in (401, 403, 404, 410):
+        # The video URL is signed or short-lived; this is not the API key's fault.
+        return LumaDownloadError(
+            f"The video URL was refused by {host} (HTTP {status}): it may have expired. Fetch the "
+            "generation again for a fresh URL, or check that the CDN is reachable from the worker."
+        )
+    return api.error_for_status(api.Request("download", "GET", urlsplit(url).path[:200]), status,
+                                response.headers, "", settings)
+
+
+def _never_connected(err: BaseException) -> bool:
     # ConnectTimeout and refused connections happen before any byte of the request was sent.
     if isinstance(err, requests.exceptions.ConnectTimeout):
         return True
@@ -465,12 +582,19 @@ def _transport_error(request: api.Request, err: BaseException, *, sent: bool,
                      settings: api.ConnectionSettings) -> LumaTransportError:
     kind = type(err).__name__
     detail = settings.redact(str(err))[:300]
-    return LumaTransportError(f"{request.method} {request.path}: {kind}: {detail}", sent=sent)
+    hint = ""
+    if settings.scheme_assumed and ("SSL" in kind or "SSL" in detail or "ssl" in detail):
+        hint = (f" (the connection host has no scheme, so https:// was assumed; if the gateway speaks "
+                f"plain HTTP, set the host to http://{urlsplit(settings.base_url).netloc})")
+    return LumaTransportError(f"{request.method} {request.path}: {kind}: {detail}{hint}", sent=sent)
 
 
 def _target_path(destination: str | os.PathLike[str], default_name: str, conn_id: str | None) -> Any:
     from airflow.sdk import ObjectStoragePath
 
+    # Names come from generation ids: plain names only, so nothing lands outside the folder.
+    if not _SAFE_NAME.match(default_name) or ".." in default_name:
+        raise LumaDownloadError(f"Refusing to write a file named {default_name[:100]!r}")
     dest = str(destination)
     if "://" not in dest:
         dest = f"file://{os.path.abspath(dest)}{'/' if dest.endswith('/') else ''}"

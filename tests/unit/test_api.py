@@ -481,7 +481,7 @@ class TestRetryPolicy:
         assert type(final) is LumaAmbiguousSubmitError
         text = str(final)
         assert "may have accepted the job" in text
-        assert "NOT resubmitted" in text
+        assert "not submitted again" in text
         assert str(ERRORS[name]) in text
 
     @pytest.mark.parametrize("name", ["503", "429", "transport-not-sent", "400", "401", "404"])

@@ -126,7 +126,7 @@ class TestParseGeneration:
     def test_every_fixture_parses_to_expected_fields(self, name, load_fixture):
         payload = load_fixture(name)
         gen = parse_generation(payload)
-        actual = {k: v for k, v in gen.to_dict().items() if k != "raw"}
+        actual = {k: v for k, v in gen.to_dict().items() if k != "playable_url"}
         expected = {k: (v.value if isinstance(v, LumaState) else v) for k, v in EXPECTED[name].items()}
         expected.setdefault("estimate_wait_seconds", None)
         assert actual == expected
@@ -363,7 +363,13 @@ class TestSerialization:
         back = LumaGeneration.from_dict(json.loads(text))
         assert back == gen
         assert back.state is gen.state
-        assert back.raw == gen.raw
+        assert "raw" not in data  # XCom holds the normalized fields, never the (maybe huge) reply
+
+    def test_playable_url_is_the_inline_video_not_the_download(self, load_fixture):
+        gen = parse_generation(load_fixture("get_completed_2024"))
+        assert gen.playable_url == gen.raw["video"]["url"]
+        assert gen.video_url == gen.raw["video"]["download_url"]
+        assert gen.playable_url != gen.video_url
 
     def test_from_dict_ignores_unknown_keys(self):
         gen = LumaGeneration.from_dict({"id": "g1", "state": "running", "future_field": 1})

@@ -27,11 +27,13 @@ def sandbox() -> Iterator[LumaSandbox]:
 def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
     """``connect(url, key=KEY, extra=None, **hook_kwargs)``: point ``luma_default`` at ``url``, return a hook.
 
-    ``max_retries`` is 2 unless ``extra`` says otherwise, so failing paths stay fast.
+    ``max_retries`` is 2 unless ``extra`` says otherwise, so failing paths stay fast; downloads
+    from loopback (other sandboxes as CDNs) are allowed unless ``extra`` says otherwise.
     """
 
     def make(url: str, key: str | None = KEY, extra: dict[str, Any] | None = None, **hook_kwargs: Any) -> LumaHook:
-        conn: dict[str, Any] = {"conn_type": "luma", "host": url, "extra": {"max_retries": 2, **(extra or {})}}
+        conn: dict[str, Any] = {"conn_type": "luma", "host": url, "extra": {"max_retries": 2, "allow_private_downloads": True,
+                                                                    **(extra or {})}}
         if key is not None:
             conn["password"] = key
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
