@@ -7,6 +7,14 @@ each submitted id here and, next time the same key comes up, reuses that generat
 One small JSON file per key (named by the key's SHA-256) under any ``ObjectStoragePath``:
 ``file://`` by default (``$AIRFLOW_HOME/luma_ledger``), or ``s3://``/``gs://`` for workers on
 several machines. Writes go to a temporary name first, then rename.
+
+Before submitting, a run *claims* the key with a ``<digest>.claim`` file created exclusively
+(``open(mode="xb")``), so two runs using the same key at the same moment pay once: the second
+waits for the first one's record. Stores whose filesystem cannot create exclusively fall back
+to check-then-write, where two runs starting within the same second can both submit.
+
+Entries are read defensively: the ledger is a file anyone with access to the folder can edit,
+so a corrupt or foreign entry is logged and treated as absent, never raised.
 """
 
 from __future__ import annotations
@@ -14,10 +22,25 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from luma_provider.models import is_generation_id
+
+log = logging.getLogger(__name__)
+
+#: A claim older than this is from a run that died before recording: it may be taken over.
+DEFAULT_CLAIM_TTL = 15 * 60.0
+#: How long a run waits for another run's claim on the same key to turn into a record.
+DEFAULT_CLAIM_WAIT = 60.0
+#: Ledger entries are tiny; anything bigger is not ours.
+MAX_ENTRY_BYTES = 64 * 1024
+
 
 def default_ledger_root() -> str:
     home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
@@ -28,6 +51,17 @@ def key_for_request(body: Mapping[str, Any], extend_of: str | None = None) -> st
     """A stable digest of a request: the same prompt and options give the same digest."""
     canonical = json.dumps({"body": body, "extend_of": extend_of}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who is submitting for a key right now."""
+
+    owner: str
+    claimed_at: float
+
+    def age(self) -> float:
+        return time.time() - self.claimed_at
 
 
 class GenerationLedger:
@@ -47,16 +81,25 @@ class GenerationLedger:
         uri = self.root if "://" in self.root else f"file://{os.path.abspath(self.root)}"
         return ObjectStoragePath(uri, conn_id=self.conn_id) if self.conn_id else ObjectStoragePath(uri)
 
+    def _digest(self, key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
     def _entry(self, key: str) -> Any:
-        return self._folder() / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+        return self._folder() / f"{self._digest(key)}.json"
+
+    def _claim_path(self, key: str) -> Any:
+        return self._folder() / f"{self._digest(key)}.claim"
 
     def get(self, key: str) -> str | None:
-        """The generation id recorded for ``key``, or None."""
-        entry = self._entry(key)
-        if not entry.exists():
+        """The generation id recorded for ``key``, or None (also for a corrupt entry, logged)."""
+        data = _read_json(self._entry(key))
+        if data is None or data.get("key") != key:
             return None
-        data = json.loads(entry.read_text(encoding="utf-8"))
-        return data.get("generation_id") if data.get("key") == key else None
+        generation_id = data.get("generation_id")
+        if not is_generation_id(generation_id):
+            log.warning("Ledger entry for key %r holds no valid generation id; ignoring it", key[:80])
+            return None
+        return str(generation_id)
 
     def record(self, key: str, generation_id: str) -> None:
         """Remember ``generation_id`` for ``key`` (overwrites an earlier, e.g. failed, one)."""
@@ -68,3 +111,74 @@ class GenerationLedger:
                    "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         tmp.write_text(json.dumps(payload), encoding="utf-8")
         tmp.rename(entry)
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, key: str, owner: str, *, ttl: float = DEFAULT_CLAIM_TTL) -> Claim | None:
+        """Claim ``key`` for ``owner`` before submitting.
+
+        :return: None when the claim is ours (new, our own earlier one, or a stale one taken
+            over); otherwise the other owner's live claim.
+        """
+        folder = self._folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self._claim_path(key)
+        payload = json.dumps({"key": key, "owner": owner, "claimed_at": time.time()}).encode()
+        try:
+            with path.open("xb") as out:
+                out.write(payload)
+            return None
+        except FileExistsError:
+            pass
+        except (ValueError, NotImplementedError, TypeError):  # no exclusive create on this store
+            if self.current_claim(key) is None:
+                path.write_bytes(payload)
+                return None
+        held = self.current_claim(key)
+        if held is None or held.owner == owner or held.age() > ttl:
+            if held is not None and held.owner != owner:
+                log.warning("Taking over a stale claim on key %r by %s (%.0f s old)", key[:80], held.owner,
+                            held.age())
+            path.write_bytes(payload)
+            return None
+        return held
+
+    def current_claim(self, key: str) -> Claim | None:
+        data = _read_json(self._claim_path(key))
+        if data is None or data.get("key") != key:
+            return None
+        owner, claimed_at = data.get("owner"), data.get("claimed_at")
+        if not isinstance(owner, str) or not isinstance(claimed_at, (int, float)) or isinstance(claimed_at, bool):
+            return None
+        return Claim(owner[:300], float(claimed_at))
+
+    def release(self, key: str, owner: str) -> None:
+        """Drop our claim (after recording, or after a submit that surely created nothing)."""
+        held = self.current_claim(key)
+        if held is not None and held.owner != owner:
+            return
+        try:
+            self._claim_path(key).unlink(missing_ok=True)
+        except OSError as err:  # a leftover claim only expires; never fail the task for it
+            log.warning("Could not remove the ledger claim for key %r: %s", key[:80], err)
+
+
+def _read_json(path: Any) -> dict[str, Any] | None:
+    """A small JSON object from ``path``, or None (missing, unreadable, corrupt: logged)."""
+    try:
+        if not path.exists():
+            return None
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_ENTRY_BYTES + 1)
+    except OSError as err:
+        log.warning("Ledger file %s cannot be read (%s); treating it as absent", path, err)
+        return None
+    try:
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise ValueError("too large")
+        data = json.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        log.warning("Ledger file %s is corrupt (%s); treating it as absent", path, str(err)[:100])
+        return None
+    return data

@@ -208,7 +208,9 @@ class LumaHook(HttpHook):
         :raises LumaGenerationFailed: as soon as one generation fails (with its failure_reason).
         :raises LumaTimeoutError: when ``timeout`` seconds pass first.
         """
-        ids = list(ids)
+        ids = [api.validate_generation_id(i, "ids") for i in ids]
+        poll_interval = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
+        timeout = api.validate_seconds(timeout, "timeout", allow_none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: dict[str, str] = {}
         while True:

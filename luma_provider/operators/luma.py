@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from luma_provider import api
-from luma_provider.exceptions import LumaNotFoundError, LumaValidationError
-from luma_provider.ledger import GenerationLedger, key_for_request
+from luma_provider.exceptions import LumaAmbiguousSubmitError, LumaError, LumaValidationError
+from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, key_for_request
 from luma_provider.models import LumaGeneration, LumaState
+from luma_provider.reuse import GenerationReuse
 
 if TYPE_CHECKING:
     from luma_provider.hooks.luma import LumaHook
@@ -24,13 +25,13 @@ if TYPE_CHECKING:
 XCOM_GENERATION = "generation"
 #: XCom key holding the video URL, pushed by the operator/sensor that knows it.
 XCOM_VIDEO_URL = "luma_video_url"
-#: task_state_store key of the submitted id: survives retries (XCom is cleared before each try).
-STATE_GENERATION_ID = "luma_generation_id"
+#: What a generate task does when a submit's outcome is unknown (the gateway may have the job).
+AMBIGUOUS_SUBMIT_CHOICES = ("fail", "retry")
 #: Mapped instances show the start of their prompt instead of a bare index. Uses only the
 #: rendered task, so it also renders after a deferral (execute_complete has a fresh context).
 PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
-#: Mapped waits and downloads show their ``label`` (e.g. the prompt) when one is given.
-LABEL_TEMPLATE = "{{ (task.label | string).split() | join(' ') | truncate(48, True, '…', 0) if task.label else ti.map_index }}"
+#: Mapped waits and downloads show their ``map_label`` (e.g. the prompt) when one is given.
+LABEL_TEMPLATE = "{{ (task.map_label | string).split() | join(' ') | truncate(48, True, '…', 0) if task.map_label else ti.map_index }}"
 
 
 class LumaHookMixin:
@@ -46,7 +47,7 @@ class LumaHookMixin:
 
 
 class LumaVideoLink(BaseOperatorLink):
-    """Extra link "Luma video": the generated video's URL, once known.
+    """Extra link "Luma video": the generated video, playable in the browser, once known.
 
     On Airflow 3 the task runner calls ``get_link`` right after each try, on the same operator
     object the task ran with, and stores the result itself; so the URL is read from that object
@@ -54,16 +55,27 @@ class LumaVideoLink(BaseOperatorLink):
     """
 
     name = "Luma video"
+    attribute = "_luma_video_url"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, "_luma_video_url", None) or ""
+        return getattr(operator, self.attribute, None) or ""
 
 
-def push_video_link(context: Context, url: str | None) -> None:
-    """Publish the video URL for ``LumaVideoLink`` and, under ``luma_video_url``, in XCom."""
-    if url:
-        context["task"]._luma_video_url = url  # type: ignore[attr-defined]
-        context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=url)
+class LumaVideoDownloadLink(LumaVideoLink):
+    """Extra link "Luma video (download)": the download URL (gateways serve it as an attachment)."""
+
+    name = "Luma video (download)"
+    attribute = "_luma_download_url"
+
+
+def push_video_link(context: Context, generation: LumaGeneration | None) -> None:
+    """Publish the video URLs for the extra links and, under ``luma_video_url``, in XCom."""
+    if generation is None or not generation.video_url:
+        return
+    task = context["task"]
+    task._luma_video_url = generation.playable_url or generation.video_url  # type: ignore[attr-defined]
+    task._luma_download_url = generation.video_url  # type: ignore[attr-defined]
+    context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=generation.video_url)
 
 
 class LumaGenerateOperator(LumaHookMixin, BaseOperator):
@@ -88,11 +100,21 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         generates new ones; ``"auto"``: reuse forever. Templated.
     :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``); use
         object storage all workers can see. Templated.
+        Two runs using the same key at the same moment submit once: the key is claimed in the
+        ledger first (exclusive create; on stores without it, runs starting within the same
+        second may both submit) and the second run waits up to ``claim_wait`` seconds for the
+        first one's record.
     :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
+    :param claim_wait: seconds to wait for another run's claim on the same idempotency key.
+    :param ambiguous_submit: what to do when the gateway may have accepted a submit but its
+        answer was lost or unreadable (timeout, 502/504, a reset, a body that does not parse).
+        ``"fail"`` (default, safe): fail at once *without* Airflow retries, with a message saying
+        how to check whether the job exists; ``"retry"``: let the task's retries submit again,
+        accepting that the video may be paid twice.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param wait_for_completion: wait for the generation and return it completed.
     :param deferrable: when waiting, wait in the triggerer (no worker slot held).
-    :param poll_interval: seconds between status checks while waiting.
+    :param poll_interval: seconds between status checks while waiting (at least 0.1).
     :param timeout: seconds to wait for completion before failing.
     :return: the generation id, or the completed generation dict with ``wait_for_completion``.
     """
@@ -102,7 +124,7 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         "extend_generation_id", "extra", "idempotency_key", "ledger_path",
     )
     template_fields_renderers = {"extra": "json", "prompt": "md"}
-    operator_extra_links = (LumaVideoLink(),)
+    operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
     ui_color = "#e3d7fb"
 
     def __init__(
@@ -120,6 +142,8 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         idempotency_key: str | None = None,
         ledger_path: str | None = None,
         ledger_conn_id: str | None = None,
+        claim_wait: float = DEFAULT_CLAIM_WAIT,
+        ambiguous_submit: str = "fail",
         luma_conn_id: str = api.DEFAULT_CONN_ID,
         wait_for_completion: bool = False,
         deferrable: bool = True,
@@ -142,11 +166,16 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         self.idempotency_key = idempotency_key
         self.ledger_path = ledger_path
         self.ledger_conn_id = ledger_conn_id
+        self.claim_wait = api.validate_seconds(claim_wait, "claim_wait", minimum=0.0)
+        if ambiguous_submit not in AMBIGUOUS_SUBMIT_CHOICES:
+            raise LumaValidationError("ambiguous_submit", f"{ambiguous_submit!r} is not one of "
+                                      f"{', '.join(AMBIGUOUS_SUBMIT_CHOICES)}")
+        self.ambiguous_submit = ambiguous_submit
         self.luma_conn_id = luma_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
+        self.poll_interval = api.validate_seconds(poll_interval, "poll_interval")
+        self.timeout = api.validate_seconds(timeout, "timeout")
 
     def _validate(self) -> dict[str, Any]:
         """Check every option before any HTTP call; errors name the field and allowed values."""
@@ -161,10 +190,9 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         body = self._validate()
         source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
             if self.extend_generation_id else None
-        key = self._idempotency_key(body, source_id)
-        generation = self._recorded_generation(context, key) or self._submit(source_id, context, key)
+        generation = self._submit_once(context, body, source_id)
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
-        push_video_link(context, generation.video_url)
+        push_video_link(context, generation)
         if not self.wait_for_completion:
             return generation.id
         if generation.state == LumaState.COMPLETED:
@@ -189,14 +217,24 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def ledger(self) -> GenerationLedger:
         return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
 
-    def _idempotency_key(self, body: dict[str, Any], source_id: str | None) -> str | None:
-        if not self.idempotency_key:
-            return None
-        # The key scopes reuse; the request itself is always part of the entry, so one key
-        # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
-        return f"{self.idempotency_key}:{key_for_request(body, source_id)}"
+    def _submit_once(self, context: Context, body: dict[str, Any], source_id: str | None) -> LumaGeneration:
+        ti = context["ti"]
+        reuse = GenerationReuse(
+            self.hook, store=context.get("task_state_store"), ledger=self.ledger, claim_wait=self.claim_wait,
+            # The key scopes reuse; the request itself is always part of the entry, so one key
+            # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
+            key=f"{self.idempotency_key}:{key_for_request(body, source_id)}" if self.idempotency_key else None,
+            owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}", logger=self.log,
+        )
+        try:
+            return reuse.submit_once(lambda: self._submit(source_id))
+        except LumaAmbiguousSubmitError as err:
+            if self.ambiguous_submit == "retry":
+                raise LumaError(f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
+                                "and the video may be paid twice]") from err
+            raise
 
-    def _submit(self, source_id: str | None, context: Context, key: str | None) -> LumaGeneration:
+    def _submit(self, source_id: str | None) -> LumaGeneration:
         options = dict(
             aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
             image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, **(self.extra or {}),
@@ -205,40 +243,8 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
             generation = self.hook.extend_generation(source_id, self.prompt, **options)
         else:
             generation = self.hook.submit_generation(self.prompt, **options)
-        # Recorded before anything else can fail: a retry or re-run must find it, not pay again.
-        store = context.get("task_state_store")
-        if store is not None:
-            store.set(STATE_GENERATION_ID, generation.id)
-        if key:
-            self.ledger.record(key, generation.id)
         self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(self.prompt))
         return generation
-
-    def _recorded_generation(self, context: Context, key: str | None) -> LumaGeneration | None:
-        """A generation already paid for: by an earlier try of this task instance (task state
-        store) or, with an idempotency key, by any earlier run (ledger). Failed ones don't count."""
-        store = context.get("task_state_store")
-        candidates = [
-            ("an earlier try of this task", store.get(STATE_GENERATION_ID) if store is not None else None),
-            (f"idempotency key {key!r}", self.ledger.get(key) if key else None),
-        ]
-        for source, recorded in candidates:
-            if not recorded:
-                continue
-            try:
-                generation = self.hook.get_generation(str(recorded))
-            except LumaNotFoundError:  # expired, another account, or a restarted sandbox
-                self.log.warning("Generation %s recorded for %s is unknown to the gateway; not reusing it",
-                                 recorded, source)
-                continue
-            if generation.state == LumaState.FAILED:
-                self.log.warning("Generation %s recorded for %s failed (%s); not reusing it",
-                                 generation.id, source, generation.failure_reason)
-                continue
-            self.log.info("Reusing generation %s recorded for %s (state %s); not submitting again",
-                          generation.id, source, generation.state.value)
-            return generation
-        return None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         from luma_provider.exceptions import LumaTimeoutError
@@ -256,7 +262,7 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def _finish(self, generation: LumaGeneration, context: Context) -> dict[str, Any]:
         self.log.info("Generation %s completed: %s", generation.id, generation.video_url)
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
-        push_video_link(context, generation.video_url)
+        push_video_link(context, generation)
         return generation.to_dict()
 
 
@@ -269,12 +275,12 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     :param include_thumbnail: also download ``<id>.jpg`` next to the video.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param max_bytes: refuse videos larger than this.
-    :param label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
+    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
     :return: the final URI (a list of them for a list input). With ``include_thumbnail``, a dict
         ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}`` per video instead.
     """
 
-    template_fields: Sequence[str] = ("generation_id", "destination", "label")
+    template_fields: Sequence[str] = ("generation_id", "destination", "map_label")
     ui_color = "#d7f2e3"
 
     def __init__(
@@ -286,12 +292,12 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         include_thumbnail: bool = False,
         luma_conn_id: str = api.DEFAULT_CONN_ID,
         max_bytes: int | None = None,
-        label: str | None = None,
+        map_label: str | None = None,
         map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
         super().__init__(map_index_template=map_index_template, **kwargs)
-        self.label = label
+        self.map_label = map_label
         self.generation_id = generation_id
         self.destination = destination
         self.storage_conn_id = storage_conn_id

@@ -11,7 +11,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.operators.luma import LABEL_TEMPLATE, LumaHookMixin, LumaVideoLink, push_video_link
+from luma_provider.operators.luma import (
+    LABEL_TEMPLATE,
+    LumaHookMixin,
+    LumaVideoDownloadLink,
+    LumaVideoLink,
+    push_video_link,
+)
 from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
 
 if TYPE_CHECKING:
@@ -31,14 +37,15 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     :param generation_id: one id, a list of ids, or generation dicts (e.g. the submit
         operator's XCom). Templated.
     :param luma_conn_id: Airflow connection id of type ``luma``.
-    :param poll_interval: seconds between status checks (also the poke interval).
+    :param poll_interval: seconds between status checks (also the poke interval; at least 0.1).
+    :param timeout: seconds to wait in all before failing.
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
-    :param label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
+    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
     :return: the completed generation as a dict (a list of dicts when given a list).
     """
 
-    template_fields: Sequence[str] = ("generation_id", "label")
-    operator_extra_links = (LumaVideoLink(),)
+    template_fields: Sequence[str] = ("generation_id", "map_label")
+    operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
     ui_color = "#c9b6f2"
 
     def __init__(
@@ -49,13 +56,15 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         poll_interval: float = 10.0,
         deferrable: bool = True,
         timeout: float = 60 * 60,
-        label: str | None = None,
+        map_label: str | None = None,
         map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
+        poll_interval = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
+        timeout = api.validate_seconds(timeout, "timeout")  # type: ignore[assignment]
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(timeout=timeout, map_index_template=map_index_template, **kwargs)
-        self.label = label
+        self.map_label = map_label
         self.generation_id = generation_id
         self.luma_conn_id = luma_conn_id
         self.poll_interval = poll_interval
@@ -112,7 +121,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     def _result(self, generations: list[LumaGeneration], context: Context) -> Any:
         for gen in generations:
             self.log.info("Generation %s completed: %s", gen.id, gen.video_url or "(no video URL)")
-        push_video_link(context, generations[0].video_url if len(generations) == 1 else None)
+        push_video_link(context, generations[0] if len(generations) == 1 else None)
         dicts = [g.to_dict() for g in generations]
         single = not isinstance(self.generation_id, (list, tuple))
         return dicts[0] if single else dicts

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from luma_provider.exceptions import LumaAuthError, LumaError, LumaGenerationFailed, LumaNotFoundError
+from luma_provider.exceptions import (
+    LumaAuthError,
+    LumaError,
+    LumaGenerationFailed,
+    LumaNotFoundError,
+    LumaValidationError,
+)
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.poller import StatusPoller
 
@@ -32,7 +39,7 @@ class LumaTrigger(BaseTrigger):
 
     :param generation_ids: ids to wait for.
     :param luma_conn_id: Airflow connection id of type ``luma``.
-    :param poll_interval: seconds between status checks.
+    :param poll_interval: seconds between status checks (at least 0.1).
     :param deadline: absolute epoch seconds after which a ``timeout`` event is sent (None: never).
     :param error_budget: consecutive failed polls tolerated before an ``error`` event
         (auth errors: at most ``AUTH_ERROR_BUDGET``).
@@ -47,9 +54,14 @@ class LumaTrigger(BaseTrigger):
         error_budget: int = DEFAULT_ERROR_BUDGET,
     ) -> None:
         super().__init__()
-        self.generation_ids = list(generation_ids)
+        from luma_provider import api
+
+        self.generation_ids = [api.validate_generation_id(i, "generation_ids") for i in generation_ids]
         self.luma_conn_id = luma_conn_id
-        self.poll_interval = float(poll_interval)
+        self.poll_interval: float = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                     or not math.isfinite(deadline)):
+            raise LumaValidationError("deadline", f"must be epoch seconds or None, got {deadline!r}")
         self.deadline = deadline
         self.error_budget = int(error_budget)
 

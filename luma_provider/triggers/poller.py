@@ -54,6 +54,7 @@ class StatusPoller:
         self._task: asyncio.Task[None] | None = None
         self._leases = 0
         self.requests_sent = 0  # batch/GET rounds, for benchmarks and tests
+        self._traceback_logged = False
         self.cycles = 0
 
     @classmethod
@@ -143,8 +144,13 @@ class StatusPoller:
         except LumaError as err:
             results = dict.fromkeys(wanted, err)
         except Exception as err:  # never let one bad cycle kill the poller for everyone
-            log.exception("Luma status poll failed unexpectedly")
-            results = dict.fromkeys(wanted, LumaError(f"status poll failed: {type(err).__name__}: {err}"))
+            # One traceback per poller, not one per cycle: a broken gateway repeats itself.
+            if not self._traceback_logged:
+                log.exception("Luma status poll failed unexpectedly")
+                self._traceback_logged = True
+            else:
+                log.warning("Luma status poll failed unexpectedly again: %s", type(err).__name__)
+            results = dict.fromkeys(wanted, LumaError(f"status poll failed: {type(err).__name__}"))
         for w in batch:
             if not w.future.done():
                 w.future.set_result({i: results[i] for i in w.ids})
