@@ -38,7 +38,7 @@ def sandbox_process(**options: float | str) -> Iterator[str]:
             url = port_file.read_text().strip()
             from luma_provider.sandbox import SandboxAdmin
 
-            SandboxAdmin(url).wait_ready()
+            SandboxAdmin(url, api_key=API_KEY).wait_ready()
             yield url
         finally:
             proc.terminate()
@@ -50,9 +50,9 @@ def sandbox_process(**options: float | str) -> Iterator[str]:
 
 
 def luma_conn_json(url: str, **extra: object) -> str:
-    conn: dict[str, object] = {"conn_type": "luma", "host": url, "password": API_KEY}
-    if extra:
-        conn["extra"] = extra
+    # The sandbox's CDN is on 127.0.0.1: private hosts are refused unless allowed.
+    conn: dict[str, object] = {"conn_type": "luma", "host": url, "password": API_KEY,
+                               "extra": {"allow_private_downloads": True, **extra}}
     return json.dumps(conn)
 
 

@@ -67,7 +67,7 @@ def submit_spread(url: str, n: int, spread_from: float, spread_to: float, tag: s
 
     from luma_provider.sandbox import SandboxAdmin
 
-    admin = SandboxAdmin(url)
+    admin = SandboxAdmin(url, api_key=API_KEY)
     done_at: dict[str, float] = {}
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {API_KEY}"
@@ -143,7 +143,7 @@ async def run_phase(kind: str, url: str, done_at: dict[str, float], interval: fl
     from luma_provider.sandbox import SandboxAdmin
     from luma_provider.triggers.poller import StatusPoller, active_pollers
 
-    admin = SandboxAdmin(url)
+    admin = SandboxAdmin(url, api_key=API_KEY)
     cycles: list[tuple[float, int, int, float]] = []  # (start, ids, requests, seconds)
     polls: list[int] = []
     events: dict[str, tuple[float, str]] = {}

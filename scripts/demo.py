@@ -204,7 +204,9 @@ def main() -> int:
             url = sandbox.start(env)
             say(f"Luma sandbox (local fake gateway, no credits) listening on {url}")
             env["LUMA_POLL_INTERVAL"] = "1"
-            conn = {"conn_type": "luma", "host": url, "password": sandbox.key}
+            # Its media is served from 127.0.0.1, which downloads refuse unless allowed.
+            conn = {"conn_type": "luma", "host": url, "password": sandbox.key,
+                    "extra": {"allow_private_downloads": True}}
         else:
             say(f"using the real Luma gateway at {base_url} (API key from LUMA_API_KEY; this spends credits)")
             conn = {"conn_type": "luma", "host": base_url, "password": api_key}

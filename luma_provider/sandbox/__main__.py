@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m luma_provider.sandbox", description="Local fake Luma gateway.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="bearer token to require")
-    parser.add_argument("--no-auth", action="store_true", help="accept requests without a key")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY,
+                        help="bearer token required by /luma and the /_sandbox admin routes (except health)")
+    parser.add_argument("--no-auth", action="store_true", help="accept requests without a key (admin routes too)")
     parser.add_argument("--shape", choices=SHAPES, default="native-object")
     parser.add_argument("--tasks-shape", choices=TASKS_SHAPES, default="array")
     parser.add_argument("--states", choices=STATE_STYLES, default="gateway")

@@ -14,20 +14,26 @@ from typing import Any
 
 
 class SandboxAdmin:
-    """HTTP twin of :class:`~luma_provider.sandbox.LumaSandbox`'s control methods."""
+    """HTTP twin of :class:`~luma_provider.sandbox.LumaSandbox`'s control methods.
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    ``api_key`` is the sandbox's own key (``--api-key``): every admin route but
+    ``health`` requires it whenever the sandbox has one.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
+        self.api_key = api_key
         self.timeout = timeout
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<SandboxAdmin {self.url}>"
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_sandbox/{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(f"{self.url}/_sandbox/{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
@@ -52,7 +58,10 @@ class SandboxAdmin:
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Update config fields; returns the new config (API key masked)."""
-        return self._call("POST", "config", changes)
+        config = self._call("POST", "config", changes)
+        if "api_key" in changes:  # the admin routes now want the new key (or none)
+            self.api_key = changes["api_key"]
+        return config
 
     def add_fault(self, route: str = "*", kind: str = "status", **fields: Any) -> list[dict[str, Any]]:
         """Add one fault rule (see :mod:`luma_provider.sandbox.faults`)."""

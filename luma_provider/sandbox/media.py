@@ -4,11 +4,17 @@ The ``media/`` folder holds a few tiny real H.264 MP4 clips (320x180, 3 s, made 
 ffmpeg's lavfi test sources) and matching JPEG thumbnails / last frames. A clip is
 picked by a stable hash of the generation id, so a gallery of several generations
 does not show the same video everywhere.
+
+The width, height and duration the gateway reports are read from the clip's own MP4
+headers (:func:`clip_info`), so they stay true if the clips are ever replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -30,6 +36,71 @@ def _read(name: str) -> bytes:
 
 def video_bytes(gen_id: str) -> bytes:
     return _read(f"sample_{clip_index(gen_id)}.mp4")
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    width: int
+    height: int
+    duration: float  # seconds
+
+
+def video_info(gen_id: str) -> ClipInfo:
+    """Size and duration of the clip served for ``gen_id``."""
+    return clip_info(clip_index(gen_id))
+
+
+@lru_cache(maxsize=None)
+def clip_info(index: int) -> ClipInfo:
+    return parse_mp4_info(_read(f"sample_{index}.mp4"))
+
+
+_CONTAINERS = {b"moov", b"trak"}
+
+
+def parse_mp4_info(data: bytes) -> ClipInfo:
+    """Duration from ``moov/mvhd``, size from the first ``moov/trak/tkhd`` with a non-zero one.
+
+    Only what the sandbox's own clips need: ISO BMFF boxes, mvhd/tkhd versions 0 and 1.
+    """
+    duration: float | None = None
+    size: tuple[int, int] | None = None
+    for box, start, end in _walk(data, 0, len(data)):
+        if box == b"mvhd":
+            # after version+flags and the creation/modification times: timescale, duration
+            if data[start] == 1:
+                timescale, units = struct.unpack_from(">IQ", data, start + 20)
+            else:
+                timescale, units = struct.unpack_from(">II", data, start + 12)
+            duration = round(units / timescale, 6)
+        elif box == b"tkhd" and size is None:
+            # width and height close the box, fixed-point 16.16
+            width, height = struct.unpack_from(">II", data, end - 8)
+            if width and height:  # audio tracks are 0x0
+                size = (width >> 16, height >> 16)
+    if duration is None or size is None:
+        raise ValueError("not an MP4 with an mvhd box and a sized tkhd box")
+    return ClipInfo(width=size[0], height=size[1], duration=duration)
+
+
+def _walk(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """``(type, payload start, payload end)`` of the boxes in ``data[start:end]``, moov/trak opened."""
+    offset = start
+    while offset + 8 <= end:
+        size, box = struct.unpack_from(">I4s", data, offset)
+        header = 8
+        if size == 1:  # 64-bit size follows the type
+            (size,) = struct.unpack_from(">Q", data, offset + 8)
+            header = 16
+        elif size == 0:  # runs to the end of its parent
+            size = end - offset
+        if size < header or offset + size > end:
+            raise ValueError(f"malformed MP4 box {box!r} at offset {offset}")
+        if box in _CONTAINERS:
+            yield from _walk(data, offset + header, offset + size)
+        else:
+            yield box, offset + header, offset + size
+        offset += size
 
 
 def thumbnail_bytes(gen_id: str) -> bytes:

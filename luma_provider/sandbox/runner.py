@@ -12,10 +12,13 @@ import threading
 import urllib.parse
 from typing import Any, Callable, TypeVar
 
+from .admin import SandboxAdmin
 from .config import DEFAULT_API_KEY, SandboxConfig
 
 T = TypeVar("T")
 _UNSET: Any = object()
+#: Extra of every ``luma`` connection the sandbox hands out.
+CONNECTION_EXTRA: dict[str, Any] = {"allow_private_downloads": True}
 
 
 class LumaSandbox:
@@ -113,11 +116,18 @@ class LumaSandbox:
         return self.config.api_key
 
     @property
+    def connection_extra(self) -> dict[str, Any]:
+        """Extra of the connections handed out: the sandbox's media is on a loopback host,
+        which the provider refuses to download from unless told to."""
+        return dict(CONNECTION_EXTRA)
+
+    @property
     def connection_json(self) -> str:
         """Value for ``AIRFLOW_CONN_LUMA_DEFAULT`` (JSON form)."""
         conn: dict[str, Any] = {"conn_type": "luma", "host": self.url}
         if self.api_key is not None:
             conn["password"] = self.api_key
+        conn["extra"] = self.connection_extra
         return json.dumps(conn)
 
     @property
@@ -125,7 +135,15 @@ class LumaSandbox:
         """Same connection in Airflow URI form (``host`` round-trips as ``http://HOST:PORT``)."""
         netloc = urllib.parse.quote(f"{self.host}:{self.port}", safe="")
         auth = f":{urllib.parse.quote(self.api_key, safe='')}@" if self.api_key is not None else ""
-        return f"luma://http://{auth}{netloc}"
+        # Airflow JSON-decodes each query value, so "true" arrives as a real bool.
+        query = urllib.parse.urlencode({k: json.dumps(v) for k, v in self.connection_extra.items()})
+        return f"luma://http://{auth}{netloc}?{query}"
+
+    @property
+    def admin(self) -> SandboxAdmin:
+        """A :class:`SandboxAdmin` for this sandbox over HTTP (with its key), e.g. to hand to
+        another thread or to test the admin routes themselves."""
+        return SandboxAdmin(self.url, api_key=self.api_key)
 
     # ------------------------------------------------------------------ control
 

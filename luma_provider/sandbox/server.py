@@ -2,7 +2,8 @@
 
 Request flow (one middleware, so every route behaves the same):
 
-1. find the route name (``submit``, ``get``, ...); admin routes skip everything below;
+1. find the route name (``submit``, ``get``, ...); admin routes only get their own guard
+   (API key, JSON bodies) and skip everything below;
 2. take a matching fault rule, if any;
 3. unless the fault breaks the exchange *before* processing: check auth, run the handler;
 4. apply the fault to the response (``after_processing`` rules and body faults);
@@ -307,11 +308,34 @@ def _auth_ok(request: web.Request, api_key: str | None) -> bool:
     return scheme.lower() == "bearer" and token.strip() == api_key
 
 
+ADMIN_OPEN_PATHS = ("/_sandbox/health",)
+
+
+def _admin_rejection(request: web.Request, sb: SandboxState) -> web.Response | None:
+    """Guard the admin routes, which can reconfigure the sandbox (even turn auth off).
+
+    The key check stops other local users and processes; requiring a JSON Content-Type
+    on every write stops a web page the developer visits from posting a cross-site "simple"
+    request (text/plain forms need no CORS preflight, application/json does).
+    """
+    if request.path in ADMIN_OPEN_PATHS and request.method in ("GET", "HEAD"):
+        return None
+    if not _auth_ok(request, sb.config.api_key):
+        message = "admin routes need Authorization: Bearer <the sandbox's API key>"
+        return json_response({"error": message}, 401)
+    # Bodiless POST/DELETE too: a cross-site form could otherwise reset a keyless sandbox.
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.content_type != "application/json":
+            message = f"admin request bodies must be Content-Type: application/json, got {request.content_type!r}"
+            return json_response({"error": message}, 415)
+    return None
+
+
 @web.middleware
 async def sandbox_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route_handler = getattr(request.match_info.route, "handler", None)
     if request.path.startswith("/_sandbox/"):
-        return await handler(request)
+        return _admin_rejection(request, _sb(request)) or await handler(request)
     route = _ROUTE_NAMES.get(route_handler, "unmatched")
     sb = _sb(request)
     rule = sb.faults.take(route) if route != "unmatched" else None

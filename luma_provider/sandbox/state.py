@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import media
 from .config import SandboxConfig
 
 PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
@@ -32,14 +33,6 @@ UNKNOWN_PROCESSING_STATE = "mystery_state"
 _OFFICIAL_STATES = {PENDING: "queued", PROCESSING: "dreaming"}
 _NEWAPI_STATUS = {PENDING: "SUBMITTED", PROCESSING: "IN_PROGRESS", COMPLETED: "SUCCESS", FAILED: "FAILURE"}
 _KLING_STATUS = {PENDING: "submitted", PROCESSING: "processing", COMPLETED: "succeed", FAILED: "failed"}
-# Output sizes Luma reports per aspect ratio (the sample clip itself is smaller; nobody checks).
-_DIMENSIONS = {
-    "16:9": (1360, 752),
-    "9:16": (752, 1360),
-    "1:1": (1024, 1024),
-    "4:3": (1168, 880),
-    "3:4": (880, 1168),
-}
 _FAIL_RE = re.compile(r"#fail(?::([^#\n]*))?", re.IGNORECASE)
 
 
@@ -184,12 +177,16 @@ def render_native(gen: Generation, config: SandboxConfig, base: str, *, fresh: b
 
 
 def _fill_completed(obj: dict[str, Any], gen: Generation, base: str, *, hide_download: bool) -> None:
-    width, height = _DIMENSIONS.get(gen.request.get("aspect_ratio", "16:9"), _DIMENSIONS["16:9"])
+    # The served clip's real size and length (whatever the aspect ratio asked for), so
+    # clients that trust these numbers agree with the file they download.
+    clip = media.video_info(gen.id)
+    width, height = clip.width, clip.height
     urls = media_urls(base, gen.id)
     video = {"url": urls["video"], "width": width, "height": height, "download_url": urls["download"]}
     if hide_download:  # reference §A.9: "sometimes completed but no link" on the first poll
         video["download_url"] = ""
-    video_raw = {"url": urls["download"], "width": width, "height": height, "duration": 5.041667, "media_type": "video"}
+    video_raw = {"url": urls["download"], "width": width, "height": height, "duration": clip.duration,
+                 "media_type": "video"}
     thumbnail = {"url": urls["thumbnail"], "width": width, "height": height, "palette": None, "media_type": "image"}
     last_frame = {"url": urls["last_frame"], "width": width, "height": height, "palette": None, "media_type": "image"}
     obj.update(video=video, video_raw=video_raw, thumbnail=thumbnail, last_frame=last_frame)

@@ -57,7 +57,7 @@ def test_cli_serves_and_stops_on_sigterm(cli_sandbox) -> None:
 
 def test_sandbox_admin_controls_another_process(cli_sandbox) -> None:
     _, url = cli_sandbox
-    admin = SandboxAdmin(url)
+    admin = SandboxAdmin(url, api_key="cli-key")
     admin.wait_ready()
     headers = {"Authorization": "Bearer cli-key"}
     assert admin.configure(shape="native-array")["shape"] == "native-array"
@@ -78,23 +78,42 @@ def test_sandbox_admin_controls_another_process(cli_sandbox) -> None:
     assert admin.stats()["requests"] == 0
 
 
-def test_admin_routes_need_no_auth_and_health(sb) -> None:
-    assert requests.get(f"{sb.url}/_sandbox/health", timeout=5).json() == {"status": "ok"}
-    resp = requests.post(f"{sb.url}/_sandbox/faults", json=[{"route": "get", "kind": "empty"}], timeout=5)
+def test_admin_fault_routes_over_http(sb) -> None:
+    headers = {"Authorization": "Bearer sandbox-key"}
+    resp = requests.post(f"{sb.url}/_sandbox/faults", json=[{"route": "get", "kind": "empty"}], headers=headers,
+                         timeout=5)
     assert resp.status_code == 200 and resp.json()[0]["kind"] == "empty"
-    assert requests.post(f"{sb.url}/_sandbox/faults", json=[{"kind": "bogus"}], timeout=5).status_code == 400
-    assert requests.delete(f"{sb.url}/_sandbox/faults", timeout=5).json() == []
+    bogus = requests.post(f"{sb.url}/_sandbox/faults", json=[{"kind": "bogus"}], headers=headers, timeout=5)
+    assert bogus.status_code == 400
+    assert requests.delete(f"{sb.url}/_sandbox/faults", headers=headers, timeout=5).json() == []
 
 
 def test_connection_json_and_uri(sb) -> None:
     conn = json.loads(sb.connection_json)
-    assert conn == {"conn_type": "luma", "host": sb.url, "password": "sandbox-key"}
-    assert sb.connection_uri == f"luma://http://:sandbox-key@127.0.0.1%3A{sb.port}"
+    assert conn == {"conn_type": "luma", "host": sb.url, "password": "sandbox-key",
+                    "extra": {"allow_private_downloads": True}}
+    assert sb.connection_uri == f"luma://http://:sandbox-key@127.0.0.1%3A{sb.port}?allow_private_downloads=true"
+
+
+def test_both_connection_forms_allow_downloads_from_the_loopback_cdn(sb) -> None:
+    from airflow.models.connection import Connection
+
+    from luma_provider.api import settings_from_connection
+
+    from_uri = Connection(conn_id="luma_default", uri=sb.connection_uri)
+    from_json = Connection.from_json(sb.connection_json, conn_id="luma_default")
+    for conn in (from_uri, from_json):
+        assert (conn.conn_type, conn.host, conn.password) == ("luma", sb.url, "sandbox-key")
+        assert conn.extra_dejson == {"allow_private_downloads": True}
+        settings = settings_from_connection(conn.conn_id, conn.conn_type, conn.host, conn.password, conn.port,
+                                            conn.extra_dejson)
+        assert settings.allow_private_downloads is True
 
 
 def test_luma_conn_env_fixture_sets_airflow_connection(luma_conn_env: LumaSandbox) -> None:
     conn = json.loads(os.environ["AIRFLOW_CONN_LUMA_DEFAULT"])
     assert conn["host"] == luma_conn_env.url
+    assert conn["extra"] == {"allow_private_downloads": True}
     resp = requests.get(f"{conn['host']}/_sandbox/health", timeout=5)
     assert resp.status_code == 200
 

@@ -203,7 +203,9 @@ def test_stats_never_contain_the_api_key() -> None:
         headers = {"Authorization": f"Bearer {secret}"}
         requests.post(f"{sandbox.url}{SUBMIT}", json={"user_prompt": "x"}, headers=headers, timeout=5)
         requests.get(f"{sandbox.url}/luma/generations/abc", headers={"Authorization": "Bearer sk-wrong"}, timeout=5)
-        over_http = requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).text
+        stats_resp = requests.get(f"{sandbox.url}/_sandbox/stats", headers=headers, timeout=5)
+        assert stats_resp.status_code == 200  # a 401 body would pass the check below vacuously
+        over_http = stats_resp.text
         in_process = json.dumps(sandbox.stats(), ensure_ascii=False)
         for text in (over_http, in_process):
             assert secret not in text and "very-secret" not in text and "sk-wrong" not in text
