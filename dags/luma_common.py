@@ -50,14 +50,15 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
             image_end_url=image_end_url, model=model, loop=loop, pool=POOL,
             idempotency_key=idempotency_key, retries=2, retry_delay=timedelta(seconds=30),
         )
+        # map_label=prompt: every step of a prompt shows that prompt in the UI, like submit does.
         wait = LumaTaskSensor(
             task_id="wait", generation_id=submit.output, poll_interval=POLL_INTERVAL, timeout=60 * 60,
-            map_index_template="{{ task.generation_id }}",
+            map_label=prompt,
         )
         # Returning the tail makes a downstream `report` wait for every step of every prompt.
         return LumaDownloadVideoOperator(
             task_id="download", generation_id=wait.output, include_thumbnail=True, pool=POOL,
-            retries=2, retry_delay=timedelta(seconds=30), destination=destination,
+            retries=2, retry_delay=timedelta(seconds=30), destination=destination, map_label=prompt,
         )
 
     return generate

@@ -19,17 +19,20 @@ def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
     Reads ``load_prompts``'s XCom (the prompt rows), each submit's ``generation`` XCom and the
     download results, which carry their generation id: pulled all at once, because a failed
     prompt has no download XCom and asking for it by index only produces error lines.
+    Zero, one or many download results all work (Airflow 3 returns one result unwrapped).
     """
-    prompts = ti.xcom_pull(task_ids="load_prompts") or []
+    # Non-dict rows are kept (as a bare prompt) so list positions stay aligned with map indexes.
+    prompts = [p if isinstance(p, dict) else {"prompt": str(p)}
+               for p in _as_list(ti.xcom_pull(task_ids="load_prompts"))]
     submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
                  for i in range(len(prompts))]
-    downloads = ti.xcom_pull(task_ids=f"{group_id}.download") or []
+    downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download"))
     by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
-    rows = [
-        {"prompt": p["prompt"], "aspect_ratio": p.get("aspect_ratio"),
-         "generation_id": s["id"] if s else None, "download": by_id.get(s["id"]) if s else None}
-        for p, s in zip(prompts, submitted)
-    ]
+    rows = []
+    for p, s in zip(prompts, submitted):
+        gen_id = s.get("id") if isinstance(s, dict) else None
+        rows.append({"prompt": p.get("prompt"), "aspect_ratio": p.get("aspect_ratio"),
+                     "generation_id": gen_id, "download": by_id.get(gen_id) if gen_id else None})
     return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title, luma_conn_id=luma_conn_id)
 
 
@@ -76,6 +79,19 @@ def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]]
     (folder / GALLERY_NAME).write_text(render_gallery(manifest, title=title), encoding="utf-8")
     log.info("Wrote %s and %s in %s: %s", MANIFEST_NAME, GALLERY_NAME, output_dir, manifest["counts"])
     return manifest
+
+
+def _as_list(value: Any) -> list[Any]:
+    """An XCom pull of every map index as a list.
+
+    Airflow 3 returns the bare value, not a one-item list, when exactly one mapped instance
+    pushed, and None when none did; iterating a bare dict would walk its keys.
+    """
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
 
 
 def _file_name(uri: str | None) -> str | None:

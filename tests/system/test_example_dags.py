@@ -102,6 +102,20 @@ def check_batch(folder: Path, prompts: list[dict[str, Any]], sandbox: Any) -> di
     return manifest
 
 
+def rendered_map_indexes(airflow_home: Path, dag_id: str, run_id: str) -> dict[str, list[str | None]]:
+    """What the UI shows for each mapped task instance of a run, by task id in map index order."""
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT task_id, rendered_map_index FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ? AND map_index >= 0 ORDER BY task_id, map_index",
+            (dag_id, run_id),
+        ).fetchall()
+    found: dict[str, list[str | None]] = {}
+    for task_id, label in rows:
+        found.setdefault(task_id, []).append(label)
+    return found
+
+
 # ---------------------------------------------------------------------------------- parsing
 
 def load_dagbag(folder: Path) -> Any:
@@ -154,7 +168,8 @@ def test_each_dag_file_parses_alone_quickly(monkeypatch: pytest.MonkeyPatch) -> 
 
 # ---------------------------------------------------------------------------------- end to end
 
-def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_path: Path) -> None:
+def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_path: Path,
+                                                        airflow_home: Path) -> None:
     prompts = [
         {"prompt": "A red fox trotting through fresh snow, low sun", "aspect_ratio": "16:9"},
         {"prompt": "Macro shot of dew on a spider web", "aspect_ratio": "1:1"},
@@ -183,6 +198,13 @@ def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_
     # The sensor deferred to the (inline) triggerer, and nothing was paid for twice.
     assert DEFERRED in run.output
     assert sandbox.stats()["submissions"] == len(prompts)
+
+    # Every step of a prompt is named after it in the UI (not a UUID or a bare index); the
+    # failed prompt's download never ran, so it has no name.
+    labels = [p["prompt"] if len(p["prompt"]) <= 48 else p["prompt"][:47] + "…" for p in prompts]
+    assert rendered_map_indexes(airflow_home, "luma_daily_content", manifest["run_id"]) == {
+        "generate.submit": labels, "generate.wait": labels, "generate.download": [*labels[:2], None],
+    }
 
 
 def test_asset_pipeline_end_to_end_emits_the_batch_asset(dags_test, sandbox, tmp_path: Path,
@@ -265,6 +287,9 @@ def test_a_clean_run_logs_no_errors(dags_test, sandbox, tmp_path: Path) -> None:
     run = dags_test("luma_daily_content", "2026-11-26", conf={"prompts_file": str(prompts_file)})
 
     assert run.returncode == 0, run.output[-3000:]
+    # One prompt -> one download XCom, which Airflow 3 pulls unwrapped: the video must still show.
+    manifest = check_batch(run.out_root / "2026-11-26", [{"prompt": "A calm lake at dawn"}], sandbox)
+    assert manifest["counts"] == {"completed": 1}
     spurious = [line for line in run.output.splitlines() if "XCom not found" in line and "luma_video_url" in line]
     assert spurious == []
 
