@@ -134,6 +134,8 @@ class GenerationLedger:
                 path.write_bytes(payload)
                 return None
         held = self.current_claim(key)
+        if held is None and path.exists():  # being written this instant, or corrupt: age decides
+            held = Claim("another run (claim unreadable)", _mtime(path))
         if held is None or held.owner == owner or held.age() > ttl:
             if held is not None and held.owner != owner:
                 log.warning("Taking over a stale claim on key %r by %s (%.0f s old)", key[:80], held.owner,
@@ -143,7 +145,7 @@ class GenerationLedger:
         return held
 
     def current_claim(self, key: str) -> Claim | None:
-        data = _read_json(self._claim_path(key))
+        data = _read_json(self._claim_path(key), quiet=True)
         if data is None or data.get("key") != key:
             return None
         owner, claimed_at = data.get("owner"), data.get("claimed_at")
@@ -162,7 +164,14 @@ class GenerationLedger:
             log.warning("Could not remove the ledger claim for key %r: %s", key[:80], err)
 
 
-def _read_json(path: Any) -> dict[str, Any] | None:
+def _mtime(path: Any) -> float:
+    try:
+        return float(path.stat().st_mtime)
+    except (OSError, AttributeError, TypeError, ValueError):
+        return time.time()
+
+
+def _read_json(path: Any, *, quiet: bool = False) -> dict[str, Any] | None:
     """A small JSON object from ``path``, or None (missing, unreadable, corrupt: logged)."""
     try:
         if not path.exists():
@@ -179,6 +188,8 @@ def _read_json(path: Any) -> dict[str, Any] | None:
         if not isinstance(data, dict):
             raise ValueError(f"a JSON {type(data).__name__}, not an object")
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        if quiet:
+            return None
         log.warning("Ledger file %s is corrupt (%s); treating it as absent", path, str(err)[:100])
         return None
     return data

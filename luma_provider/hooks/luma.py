@@ -540,7 +540,9 @@ def _read_body(response: requests.Response, reader: api.BodyReader, deadline: fl
             sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)
-        chunk = raw.read(DOWNLOAD_CHUNK, decode_content=False)
+        # read1: whatever has arrived (at most one recv), so the deadline is checked while a
+        # slow body drips in; read() would block until a whole chunk is there.
+        chunk = raw.read1(DOWNLOAD_CHUNK, decode_content=False)
         if not chunk:
             break
         yield from reader.feed(chunk)

@@ -246,8 +246,14 @@ async def _first_event(trigger: LumaTrigger) -> dict[str, Any]:
     raise AssertionError("trigger ended without an event")
 
 
+#: Written by tests/integration/test_hostile_gateway.py; this test leaves it as it is.
+HOSTILE_SECTION = "## Hostile gateway"
+
+
 def test_doc_is_current():
-    text = render_doc()
+    current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    rest = current[current.index(HOSTILE_SECTION):] if HOSTILE_SECTION in current else ""
+    text = render_doc() + ("\n" + rest if rest else "")
     if os.environ.get("UPDATE_FAULT_MATRIX"):
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(text, encoding="utf-8")
