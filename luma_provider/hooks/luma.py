@@ -389,7 +389,7 @@ class LumaHook(HttpHook):
         :param storage_conn_id: Airflow connection for the destination's object store, if needed.
         :return: the final URI of the written file.
         """
-        gen = self._resolve_generation(generation)
+        gen = self.resolve_generation(generation)
         url = gen.video_url or self.get_download_url(gen.id)
         if not url:
             raise LumaDownloadError(f"Generation {gen.id} (state {gen.state.value}) has no video URL to download")
@@ -404,7 +404,7 @@ class LumaHook(HttpHook):
         storage_conn_id: str | None = None,
     ) -> str | None:
         """Like ``download_video`` for the thumbnail; None when the generation has none."""
-        gen = self._resolve_generation(generation)
+        gen = self.resolve_generation(generation)
         if not gen.thumbnail_url:
             return None
         return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg",
@@ -491,7 +491,8 @@ class LumaHook(HttpHook):
             if tmp.exists():
                 tmp.unlink()
 
-    def _resolve_generation(self, generation: LumaGeneration | Mapping[str, Any] | str) -> LumaGeneration:
+    def resolve_generation(self, generation: LumaGeneration | Mapping[str, Any] | str) -> LumaGeneration:
+        """A ``LumaGeneration`` from itself, its ``to_dict()`` form (validated) or an id (fetched)."""
         if isinstance(generation, LumaGeneration):
             return generation
         if isinstance(generation, Mapping):
@@ -499,7 +500,7 @@ class LumaHook(HttpHook):
                 return LumaGeneration.from_dict(generation)
             except (ValueError, TypeError) as err:
                 raise LumaValidationError("generation", f"not a generation dict ({err})") from None
-        return self.get_generation(generation)
+        return self.get_generation(api.validate_generation_id(generation, "generation"))
 
     # ------------------------------------------------------------------ UI fallback (Airflow < 3.2)
     @classmethod

@@ -303,6 +303,8 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.include_thumbnail = include_thumbnail
         self.luma_conn_id = luma_conn_id
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            raise LumaValidationError("max_bytes", f"must be a positive number of bytes, got {max_bytes!r}")
         self.max_bytes = max_bytes
 
     def execute(self, context: Context) -> Any:
@@ -312,10 +314,8 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         return results if isinstance(self.generation_id, (list, tuple)) else results[0]
 
     def _download(self, item: Any, folder: bool) -> Any:
-        if isinstance(item, dict):
-            generation = LumaGeneration.from_dict(item)
-        else:
-            generation = self.hook.get_generation(api.validate_generation_id(item))
+        generation = self.hook.resolve_generation(
+            item if isinstance(item, dict) else api.validate_generation_id(item, "generation_id"))
         if generation.state != LumaState.COMPLETED or not generation.video_url:
             generation = self.hook.get_generation(generation.id)  # XCom may be stale
         destination = self._destination(folder)

@@ -201,6 +201,21 @@ def test_download_operator_refuses_a_returned_traversal_id(hostile, run_dag, mon
     assert files_under(tmp_path) == []
 
 
+def test_download_operator_refuses_a_dict_with_a_traversal_id(hostile, run_dag, monkeypatch, tmp_path):
+    cdn = hostile()
+    cdn.on("GET", "/v.mp4", Reply(body=MP4))
+    conn = {"conn_type": "luma", "host": cdn.url, "password": KEY, "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    dest = tmp_path / "out" / "dest"
+    result = run_dag.run(f'''
+        LumaDownloadVideoOperator(task_id="download", destination="{dest}/",
+                                  generation_id={{"id": "../../x", "state": "completed", "video_url": "{cdn.url}/v.mp4"}})
+    ''')
+    assert result.ti("download").state == "failed"
+    assert "LumaValidationError" in result.log
+    assert cdn.seen == [] and files_under(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- 4-6 the key
 @case(4, "`video_url = http://other-host:port\\@gateway-host:port/v.mp4` (urllib3 reads `other-host`)",
       "refused before any request (`LumaDownloadError`); no Bearer header anywhere but the gateway")
