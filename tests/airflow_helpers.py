@@ -18,6 +18,7 @@ Why this shape (Airflow 3.3.2):
 from __future__ import annotations
 
 import importlib.util
+from html.parser import HTMLParser
 import os
 import sys
 import textwrap
@@ -214,3 +215,22 @@ def release_airflow() -> None:
 
 
 SANDBOX_KEY = "sk-dag-tests-key-0001"
+
+
+class _Gallery(HTMLParser):
+    """Collects every ``<video src poster>`` of a gallery page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.videos: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "video":
+            self.videos.append(dict(attrs))
+
+
+def parse_gallery(path: Path) -> list[dict[str, str | None]]:
+    """The ``<video>`` tags of a gallery page, as attribute dicts."""
+    parser = _Gallery()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser.videos

@@ -639,9 +639,9 @@ OTHER_ROWS = [
      "tests/unit/sandbox/test_sandbox_admin_security.py"),
     (16, "exactly one mapped download (Airflow returns a single value, not a list)",
      "the manifest and gallery list the video; 0, 1 and several results tested",
-     "tests/unit/test_report.py::test_report_lists_every_downloaded_video"),
+     "tests/integration/test_report.py::test_report_lists_every_downloaded_video"),
     (18, "mapped `wait`/`download` labelled by UUID and index", "labelled by prompt (`map_label`)",
-     "tests/unit/test_report.py::test_mapped_instances_are_labelled_by_prompt"),
+     "tests/integration/test_report.py::test_mapped_instances_are_labelled_by_prompt"),
     (19, "the sandbox's captions said 5.0 s · 1360×752 for 3 s 320×180 files",
      "metadata read from the served MP4", "tests/unit/sandbox/test_sandbox_media.py"),
 ]

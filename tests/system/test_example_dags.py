@@ -14,11 +14,11 @@ import sqlite3
 import sys
 import time
 import urllib.request
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_helpers import parse_gallery
 
 from .conftest import DAGS, SANDBOX_KEY, write_prompt_file
 
@@ -34,24 +34,6 @@ DEFERRED = "[DAG TEST] running trigger in line"
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-class _Gallery(HTMLParser):
-    """Collects every ``<video src poster>`` of a gallery page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.videos: list[dict[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "video":
-            self.videos.append(dict(attrs))
-
-
-def parse_gallery(path: Path) -> list[dict[str, str | None]]:
-    parser = _Gallery()
-    parser.feed(path.read_text(encoding="utf-8"))
-    return parser.videos
-
 
 def sandbox_generation(sandbox: Any, generation_id: str) -> dict[str, Any]:
     """The sandbox's own view of a generation (404 -> HTTPError: the id must exist)."""

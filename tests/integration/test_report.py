@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_helpers import parse_gallery
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -45,22 +45,6 @@ def pipeline_body(prompts_file: Path, out: Path) -> str:
         groups = video_group({f"{out}/"!r}).expand_kwargs(load_prompts())
         groups >> report()
     '''
-
-
-class _Videos(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.videos: list[dict[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "video":
-            self.videos.append(dict(attrs))
-
-
-def gallery_videos(path: Path) -> list[dict[str, str | None]]:
-    parser = _Videos()
-    parser.feed(path.read_text(encoding="utf-8"))
-    return parser.videos
 
 
 @pytest.fixture
@@ -110,7 +94,7 @@ def test_report_lists_every_downloaded_video(pipeline, gateway, count: int) -> N
         assert (out / entry["video"]).read_bytes()[4:8] == b"ftyp"
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{i}.mp4" for i in ids)
 
-    videos = gallery_videos(out / "index.html")
+    videos = parse_gallery(out / "index.html")
     assert [(v["src"], v["poster"]) for v in videos] == [(f"{i}.mp4", f"{i}.jpg") for i in ids]
     html = (out / "index.html").read_text(encoding="utf-8")
     assert f"{count} prompts" in html
@@ -130,7 +114,7 @@ def test_report_with_one_video_and_one_failure(pipeline, gateway) -> None:
     assert good["video"] == f"{good['generation_id']}.mp4"
     assert (out / good["video"]).is_file()
     assert (bad["state"], bad["video"], bad["failure_reason"]) == ("failed", None, FAIL_REASON)
-    assert [v["src"] for v in gallery_videos(out / "index.html")] == [good["video"]]
+    assert [v["src"] for v in parse_gallery(out / "index.html")] == [good["video"]]
     assert FAIL_REASON in (out / "index.html").read_text(encoding="utf-8")
 
 
