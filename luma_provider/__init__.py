@@ -6,6 +6,8 @@ every DAG parse pays for it, so nothing here imports Airflow, requests or aiohtt
 
 from __future__ import annotations
 
+from luma_provider.connection_fields import CONNECTION_FIELDS
+
 __version__ = "0.1.0"
 
 CONNECTION_TYPE = "luma"
@@ -29,7 +31,10 @@ def get_provider_info() -> dict:
         "operators": [{"integration-name": "Luma", "python-modules": ["luma_provider.operators.luma"]}],
         "sensors": [{"integration-name": "Luma", "python-modules": ["luma_provider.sensors.luma"]}],
         "triggers": [{"integration-name": "Luma", "python-modules": ["luma_provider.triggers.luma"]}],
-        "extra-links": ["luma_provider.operators.luma.LumaVideoLink"],
+        "extra-links": [
+            "luma_provider.operators.luma.LumaVideoLink",
+            "luma_provider.operators.luma.LumaVideoDownloadLink",
+        ],
         "connection-types": [
             {
                 "connection-type": CONNECTION_TYPE,
@@ -43,33 +48,7 @@ def get_provider_info() -> dict:
                         "password": "sk-...",
                     },
                 },
-                "conn-fields": {
-                    "timeout": {
-                        "label": "Request timeout (s)",
-                        "description": "Seconds to wait for each HTTP response. Default 30.",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
-                    },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "description": "Retries for 429, 5xx and connection errors (backoff with jitter). Default 5.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
-                    },
-                    "batch_size": {
-                        "label": "Batch status chunk size",
-                        "description": "Ids per POST /luma/tasks request. Default 100.",
-                        "schema": {"type": ["integer", "null"], "minimum": 1},
-                    },
-                    "path_prefix": {
-                        "label": "Path prefix",
-                        "description": "Optional lane prefix some gateways offer, e.g. /pro or /vip.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "verify_ssl": {
-                        "label": "Verify TLS certificates",
-                        "description": "Turn off only for a gateway with a self-signed certificate.",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                    },
-                },
+                "conn-fields": {f.name: f.widget() for f in CONNECTION_FIELDS},
             }
         ],
     }

@@ -29,6 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+from luma_provider.connection_fields import (
+    CONNECTION_FIELDS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DOWNLOAD_STALL_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    ConnectionField,
+)
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
     LumaAPIError,
@@ -61,11 +70,6 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": "ray-v2", "ray-v3": "ray-v3"}
 MAX_PROMPT_LENGTH = 5000
 DEFAULT_CONN_ID = "luma_default"
-DEFAULT_TIMEOUT = 30.0
-#: Seconds a download may go without receiving a byte (a whole video may take much longer).
-DEFAULT_DOWNLOAD_STALL_TIMEOUT = 60.0
-#: Largest API reply accepted, after decompression (connection extra ``max_response_bytes``).
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024**2
 #: Of an error reply, only this much is read: enough for any gateway's error envelope.
 ERROR_BODY_LIMIT = 8 * 1024
 #: Redirects a download may follow; each hop is checked like the first URL.
@@ -74,8 +78,6 @@ MAX_REDIRECTS = 5
 MIN_POLL_INTERVAL = 0.1
 #: Longest wait accepted (30 days): beyond, a deadline or a timedelta overflows.
 MAX_WAIT_SECONDS = 30 * 24 * 3600.0
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_BATCH_SIZE = 100
 MAX_RETRY_AFTER = 120.0
 # A syntactically valid id that no gateway will have: a free, authenticated probe.
 PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -187,36 +189,38 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
         raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} is not a plain http(s) URL "
                               "(no user:password@, backslashes or spaces)")
 
-    def opt(name: str, cast: Callable[[Any], T], default: T, minimum: float | None = None) -> T:
-        value = extra.get(name, extra.get(f"extra__luma__{name}"))
-        if value in (None, ""):
-            return default
-        try:
-            result = cast(value)
-        except (TypeError, ValueError, OverflowError):
-            raise LumaConfigError(
-                f"Connection {conn_id!r}: extra field {name!r} has invalid value {_short(value)}") from None
-        if isinstance(result, float) and not math.isfinite(result):
-            raise LumaConfigError(f"Connection {conn_id!r}: extra field {name!r} must be a finite number")
-        if minimum is not None and result < minimum:  # type: ignore[operator]
-            raise LumaConfigError(
-                f"Connection {conn_id!r}: extra field {name!r} must be >= {minimum}, got {_short(value)}")
-        return result
-
-    prefix = opt("path_prefix", str, "").strip().rstrip("/")
+    values = {f.name: _extra_value(conn_id, f, extra) for f in CONNECTION_FIELDS}
+    prefix = str(values.pop("path_prefix")).strip().rstrip("/")
     return ConnectionSettings(
         base_url=host,
         api_key=_api_key(conn_id, password),
-        timeout=opt("timeout", float, DEFAULT_TIMEOUT, minimum=0.001),
-        max_retries=opt("max_retries", int, DEFAULT_MAX_RETRIES, minimum=0),
-        batch_size=opt("batch_size", int, DEFAULT_BATCH_SIZE, minimum=1),
         path_prefix=f"/{prefix.lstrip('/')}" if prefix else "",
-        verify_ssl=opt("verify_ssl", _to_bool, True),
-        max_response_bytes=opt("max_response_bytes", int, DEFAULT_MAX_RESPONSE_BYTES, minimum=1024),
-        download_stall_timeout=opt("download_stall_timeout", float, DEFAULT_DOWNLOAD_STALL_TIMEOUT, minimum=0.001),
-        allow_private_downloads=opt("allow_private_downloads", _to_bool, False),
         scheme_assumed=scheme_assumed,
+        **values,
     )
+
+
+_CASTS: dict[str, Callable[[Any], Any]] = {"number": float, "integer": int, "string": str, "boolean": lambda v: _to_bool(v)}
+
+
+def _extra_value(conn_id: str, spec: ConnectionField, extra: Mapping[str, Any]) -> Any:
+    """One extra field, cast and bounds-checked; the message names the field."""
+    value = extra.get(spec.name, extra.get(f"extra__luma__{spec.name}"))
+    if value in (None, ""):
+        return spec.default
+    try:
+        if spec.kind in ("number", "integer") and isinstance(value, bool):
+            raise ValueError(value)
+        result = _CASTS[spec.kind](value)
+    except (TypeError, ValueError, OverflowError):
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: extra field {spec.name!r} has invalid value {_short(value)}") from None
+    if isinstance(result, float) and not math.isfinite(result):
+        raise LumaConfigError(f"Connection {conn_id!r}: extra field {spec.name!r} must be a finite number")
+    if spec.minimum is not None and result < spec.minimum:
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: extra field {spec.name!r} must be >= {spec.minimum:g}, got {_short(value)}")
+    return result
 
 
 def _api_key(conn_id: str, password: str | None) -> str | None:

@@ -73,7 +73,9 @@ class TestProviderInfo:
         assert conn["connection-type"] == luma_provider.CONNECTION_TYPE == "luma"
         assert conn["hook-class-name"] == "luma_provider.hooks.luma.LumaHook"
         assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
-        assert set(conn["conn-fields"]) == {"timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl"}
+        assert set(conn["conn-fields"]) == {"timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl",
+                                            "max_response_bytes", "download_stall_timeout",
+                                            "allow_private_downloads"}
 
     def test_provider_info_is_json(self):
         info = get_provider_info()
@@ -100,7 +102,8 @@ class TestListedPathsImport:
         from airflow.sdk import BaseOperatorLink
 
         links = get_provider_info()["extra-links"]
-        assert links == ["luma_provider.operators.luma.LumaVideoLink"]
+        assert links == ["luma_provider.operators.luma.LumaVideoLink",
+                         "luma_provider.operators.luma.LumaVideoDownloadLink"]
         for dotted in links:
             link_cls = import_path(dotted)
             assert issubclass(link_cls, BaseOperatorLink)
@@ -194,7 +197,8 @@ class TestAirflowDiscovery:
     def test_connection_form_widgets(self, airflow_runs):
         widgets = _last_json_line(airflow_runs["pm"])["widgets"]
         assert set(widgets) == {f"extra__luma__{n}" for n in
-                                ("timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl")}
+                                ("timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl",
+                                 "max_response_bytes", "download_stall_timeout", "allow_private_downloads")}
         timeout = widgets["extra__luma__timeout"]
         assert timeout["hook"] == "luma_provider.hooks.luma.LumaHook"
         assert timeout["package"] == "airflow-provider-luma"
@@ -202,3 +206,4 @@ class TestAirflowDiscovery:
         assert timeout["field"]["schema"]["title"] == "Request timeout (s)"
         assert timeout["field"]["schema"]["minimum"] == 1
         assert widgets["extra__luma__verify_ssl"]["field"]["value"] is True
+        assert widgets["extra__luma__allow_private_downloads"]["field"]["value"] is False

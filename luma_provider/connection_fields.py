@@ -1,0 +1,65 @@
+"""The ``luma`` connection's extra fields, declared once.
+
+``get_provider_info`` turns them into the connection form's widgets and
+``api.settings_from_connection`` into validated settings. Plain data, no imports: Airflow
+reads this during provider discovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BATCH_SIZE = 100
+#: Seconds a download may go without receiving a byte (a whole video may take much longer).
+DEFAULT_DOWNLOAD_STALL_TIMEOUT = 60.0
+#: Largest API reply accepted, after decompression.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class ConnectionField:
+    """One extra field: its JSON type, default, lower bound and form texts."""
+
+    name: str
+    kind: str  # "number", "integer", "string" or "boolean" (JSON schema types)
+    default: Any
+    label: str
+    description: str
+    minimum: float | None = None
+    #: The lowest value the form suggests (the code accepts down to ``minimum``).
+    form_minimum: float | None = None
+
+    def widget(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": [self.kind, "null"]}
+        if self.form_minimum is not None or self.minimum is not None:
+            schema["minimum"] = self.form_minimum if self.form_minimum is not None else self.minimum
+        if self.kind == "boolean":
+            schema["default"] = self.default
+        return {"label": self.label, "description": self.description, "schema": schema}
+
+
+CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
+    ConnectionField("timeout", "number", DEFAULT_TIMEOUT, "Request timeout (s)",
+                    f"Seconds for a whole API request, body included. Default {DEFAULT_TIMEOUT:g}.",
+                    minimum=0.001, form_minimum=1),
+    ConnectionField("max_retries", "integer", DEFAULT_MAX_RETRIES, "Max retries",
+                    f"Retries for 429, 5xx and connection errors (backoff with jitter). Default {DEFAULT_MAX_RETRIES}.",
+                    minimum=0),
+    ConnectionField("batch_size", "integer", DEFAULT_BATCH_SIZE, "Batch status chunk size",
+                    f"Ids per POST /luma/tasks request. Default {DEFAULT_BATCH_SIZE}.", minimum=1),
+    ConnectionField("path_prefix", "string", "", "Path prefix",
+                    "Optional lane prefix some gateways offer, e.g. /pro or /vip."),
+    ConnectionField("verify_ssl", "boolean", True, "Verify TLS certificates",
+                    "Turn off only for a gateway with a self-signed certificate."),
+    ConnectionField("max_response_bytes", "integer", DEFAULT_MAX_RESPONSE_BYTES, "Max API reply size (bytes)",
+                    "Largest API reply accepted, after decompression. Default 16 MiB.", minimum=1024),
+    ConnectionField("download_stall_timeout", "number", DEFAULT_DOWNLOAD_STALL_TIMEOUT, "Download stall timeout (s)",
+                    f"Seconds a video download may go without receiving a byte. Default {DEFAULT_DOWNLOAD_STALL_TIMEOUT:g}.",
+                    minimum=0.001, form_minimum=1),
+    ConnectionField("allow_private_downloads", "boolean", False, "Allow downloads from private addresses",
+                    "Download videos from loopback, private or link-local hosts (refused by default; "
+                    "the gateway's own host is always allowed)."),
+)
