@@ -44,10 +44,10 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     """
 
     @task_group(group_id=group_id)
-    def generate(prompt, aspect_ratio, image_url, image_end_url, model, loop):
+    def generate(prompt, aspect_ratio, loop, expand_prompt, image_url, image_end_url, model):
         submit = LumaGenerateOperator(
-            task_id="submit", prompt=prompt, aspect_ratio=aspect_ratio, image_url=image_url,
-            image_end_url=image_end_url, model=model, loop=loop, pool=POOL,
+            task_id="submit", prompt=prompt, aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
+            image_url=image_url, image_end_url=image_end_url, model=model, pool=POOL,
             idempotency_key=idempotency_key, retries=2, retry_delay=timedelta(seconds=30),
         )
         # map_label=prompt: every step of a prompt shows that prompt in the UI, like submit does.

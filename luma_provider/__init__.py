@@ -32,8 +32,8 @@ def get_provider_info() -> dict:
         "sensors": [{"integration-name": "Luma", "python-modules": ["luma_provider.sensors.luma"]}],
         "triggers": [{"integration-name": "Luma", "python-modules": ["luma_provider.triggers.luma"]}],
         "extra-links": [
-            "luma_provider.operators.luma.LumaVideoLink",
-            "luma_provider.operators.luma.LumaVideoDownloadLink",
+            "luma_provider.links.luma.LumaVideoLink",
+            "luma_provider.links.luma.LumaVideoDownloadLink",
         ],
         "connection-types": [
             {

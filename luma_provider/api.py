@@ -24,7 +24,7 @@ import math
 import random
 import re
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -302,51 +302,97 @@ def validate_image_url(value: Any, field_name: str) -> str:
     return value
 
 
-def build_generation_body(
-    prompt: Any,
-    *,
-    aspect_ratio: str | None = None,
-    loop: Any = None,
-    expand_prompt: Any = None,
-    image_url: str | None = None,
-    image_end_url: str | None = None,
-    model: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+#: The generation options besides the prompt, in the order they are documented everywhere.
+OPTION_NAMES = ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What a submit or an extend sends, validated once (``build``) and turned into a body once.
+
+    The hook, the operators and prompt files all go through this one type, so an option is
+    declared and checked in one place. Values are normalized: ``loop="yes"`` becomes ``True``,
+    empty strings become None.
+    """
+
+    prompt: str
+    aspect_ratio: str | None = None
+    loop: bool | None = None
+    expand_prompt: bool | None = None
+    image_url: str | None = None
+    image_end_url: str | None = None
+    model: str | None = None
+    #: Other gateway fields passed through (``resolution``, ``duration``...).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        prompt: Any,
+        *,
+        aspect_ratio: Any = None,
+        loop: Any = None,
+        expand_prompt: Any = None,
+        image_url: Any = None,
+        image_end_url: Any = None,
+        model: Any = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> GenerationOptions:
+        """Validate user input; errors name the field and the allowed values."""
+        if aspect_ratio in ("", None):
+            aspect_ratio = None
+        elif aspect_ratio not in ASPECT_RATIOS:
+            raise LumaValidationError("aspect_ratio", f"{_short(aspect_ratio)} is not one of {', '.join(ASPECT_RATIOS)}")
+        if model in ("", None):
+            model = None
+        elif model not in MODELS:
+            raise LumaValidationError("model", f"{_short(model)} is not one of {', '.join(MODELS)}")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise LumaValidationError("extra", f"must be a dict, got {type(extra).__name__}")
+        passthrough = dict(extra or {})
+        for key in passthrough:
+            if not isinstance(key, str):
+                raise LumaValidationError("extra", f"keys must be strings, got {key!r}")
+            if key in _RESERVED_FIELDS:
+                raise LumaValidationError("extra", f"{key!r} is set through its own parameter, not extra")
+        options = cls(
+            prompt=validate_prompt(prompt),
+            aspect_ratio=aspect_ratio,
+            loop=None if loop is None else _bool_field("loop", loop),
+            expand_prompt=None if expand_prompt is None else _bool_field("expand_prompt", expand_prompt),
+            image_url=None if image_url in (None, "") else validate_image_url(image_url, "image_url"),
+            image_end_url=None if image_end_url in (None, "") else validate_image_url(image_end_url, "image_end_url"),
+            model=model,
+            extra=passthrough,
+        )
+        try:
+            json.dumps(options.body(), allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise LumaValidationError("extra", f"must be JSON-serializable, without NaN or Infinity ({err})") from None
+        return options
+
+    def body(self) -> dict[str, Any]:
+        """The gateway's JSON body (``user_prompt``, ``model_name``...)."""
+        body: dict[str, Any] = {"user_prompt": self.prompt}
+        for name in ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
+        if self.model is not None:
+            body["model_name"] = MODELS[self.model]
+        body.update(self.extra)
+        return body
+
+
+def build_generation_body(prompt: Any, **options: Any) -> dict[str, Any]:
     """Validate the options of a submit/extend and map them to the gateway's JSON body."""
-    body: dict[str, Any] = {"user_prompt": validate_prompt(prompt)}
-    if aspect_ratio not in (None, ""):
-        if aspect_ratio not in ASPECT_RATIOS:
-            raise LumaValidationError("aspect_ratio", f"{aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
-        body["aspect_ratio"] = aspect_ratio
-    for name, value in (("loop", loop), ("expand_prompt", expand_prompt)):
-        if value is not None:
-            body[name] = _bool_field(name, value)
-    for name, value in (("image_url", image_url), ("image_end_url", image_end_url)):
-        if value not in (None, ""):
-            body[name] = validate_image_url(value, name)
-    if model not in (None, ""):
-        if model not in MODELS:
-            raise LumaValidationError("model", f"{model!r} is not one of {', '.join(MODELS)}")
-        body["model_name"] = MODELS[model]
-    for key, value in (extra or {}).items():
-        if not isinstance(key, str):
-            raise LumaValidationError("extra", f"keys must be strings, got {key!r}")
-        if key in _RESERVED_FIELDS:
-            raise LumaValidationError("extra", f"{key!r} is set through its own parameter, not extra")
-        body[key] = value
-    try:
-        json.dumps(body, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise LumaValidationError("extra", f"must be JSON-serializable, without NaN or Infinity ({err})")
-    return body
+    return GenerationOptions.build(prompt, **options).body()
 
 
 def _bool_field(name: str, value: Any) -> bool:
     try:
         return _to_bool(value)
     except ValueError:
-        raise LumaValidationError(name, f"must be true or false, got {value!r}")
+        raise LumaValidationError(name, f"must be true or false, got {_short(value)}") from None
 
 
 def _to_bool(value: Any) -> bool:
@@ -373,6 +419,39 @@ class Request:
 
 
 Flow = Generator[Request, Any, T]
+
+
+def drive(flow: Flow[T], send: Callable[[Request], Any]) -> T:
+    """Run a flow to its result: ``send`` answers each request, or raises the ``LumaError`` the
+    flow gets thrown in (so fallbacks such as "no batch route" are written once, in the flow)."""
+    result: Any = None
+    error: LumaError | None = None
+    while True:
+        try:
+            request = flow.throw(error) if error else flow.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            result = send(request)
+        except LumaError as err:
+            error = err
+
+
+async def adrive(flow: Flow[T], asend: Callable[[Request], Awaitable[Any]]) -> T:
+    """``drive`` for the async transport (same flows)."""
+    result: Any = None
+    error: LumaError | None = None
+    while True:
+        try:
+            request = flow.throw(error) if error else flow.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            result = await asend(request)
+        except LumaError as err:
+            error = err
 
 
 def submit_flow(body: dict[str, Any]) -> Flow[LumaGeneration]:

@@ -6,10 +6,11 @@ import csv
 import io
 from typing import Any
 
+from luma_provider.api import OPTION_NAMES
 from luma_provider.exceptions import LumaValidationError
 
 #: Columns a prompt file may have; they become ``LumaGenerateOperator`` keyword arguments.
-PROMPT_FIELDS = ("prompt", "aspect_ratio", "image_url", "image_end_url", "model", "loop")
+PROMPT_FIELDS = ("prompt", *OPTION_NAMES)
 
 
 def load_prompt_file(path: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 The hook holds two transports — requests (through providers-http's ``HttpHook`` session) for
 workers and aiohttp for the triggerer — and nothing else protocol-specific: request building,
 response parsing, error mapping and the retry policy come from ``luma_provider.api``, and each
-operation is a flow from there, run by ``_drive`` (sync) or ``_adrive`` (async).
+operation is a flow from there, run by ``api.drive`` (sync) or ``api.adrive`` (async).
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 import tenacity
 import urllib3
-from airflow.providers.http.hooks.http import HttpHook
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.http.hooks.http import TCPKeepAliveAdapter
 
-from luma_provider import api
+from luma_provider import __version__, api
 from luma_provider.exceptions import (
     LumaConfigError,
     LumaDownloadError,
@@ -40,16 +41,34 @@ from luma_provider.models import LumaGeneration, LumaState
 if TYPE_CHECKING:
     import aiohttp
 
+T = TypeVar("T")
+
 #: 64 KiB: measured ~0.9x curl on loopback; 1 MiB chunks were ~0.4x (BENCHMARKS.md).
 DOWNLOAD_CHUNK = 64 * 1024
 DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024**3
 MAX_THUMBNAIL_BYTES = 50 * 1024**2
+USER_AGENT = f"airflow-provider-luma/{__version__}"
+#: Connections kept open per host (the aiohttp side uses the same number).
+HTTP_POOL_SIZE = 16
+#: Seconds an idle aiohttp connection is kept for the next poll.
+KEEPALIVE_SECONDS = 60
 #: Only encodings BodyReader decodes itself (requests would also offer br/zstd when installed).
 ACCEPT_ENCODING = "gzip, deflate"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,160}$")
 
 
-class LumaHook(HttpHook):
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <key>``, only on requests to the gateway's own origin."""
+
+    def __init__(self, settings: api.ConnectionSettings) -> None:
+        self.settings = settings
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self.settings.auth_headers_for(request.url or ""))
+        return request
+
+
+class LumaHook(BaseHook):
     """Talk to Luma video generation behind an API gateway (``/luma/generations`` and friends).
 
     Connection (type ``luma``): host = gateway base URL, password = API key; extra fields
@@ -72,7 +91,7 @@ class LumaHook(HttpHook):
         timeout: float | None = None,
         max_retries: int | None = None,
     ) -> None:
-        super().__init__(method="GET", http_conn_id=luma_conn_id)
+        super().__init__()
         self.luma_conn_id = luma_conn_id
         self._timeout_override = timeout
         self._max_retries_override = max_retries
@@ -123,30 +142,24 @@ class LumaHook(HttpHook):
     def retry_policy(self) -> api.RetryPolicy:
         return api.RetryPolicy(max_retries=self.settings.max_retries)
 
-    # HttpHook would send login/password as Basic auth and turn every extra into a header;
-    # Luma wants a Bearer key, added per request so it never reaches a third-party host.
-    def _configure_session_from_auth(self, session: requests.Session, connection: Any) -> requests.Session:
-        session.auth = None
-        return session
-
-    def _configure_session_from_extra(
-        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
-    ) -> requests.Session:
-        session.verify = self.settings.verify_ssl
-        return session
-
     @cached_property
     def session(self) -> requests.Session:
-        """One keep-alive session per hook (HttpHook mounts its TCP keep-alive adapter)."""
-        session = self.get_conn()
-        session.headers.update({"Accept": "application/json", "User-Agent": "airflow-provider-luma",
+        """One keep-alive session per hook; the key is added by ``BearerAuth``, per request."""
+        settings = self.settings
+        session = requests.Session()
+        session.auth = BearerAuth(settings)
+        session.verify = settings.verify_ssl
+        session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT,
                                 "Accept-Encoding": ACCEPT_ENCODING})
+        adapter = TCPKeepAliveAdapter(pool_maxsize=HTTP_POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         return session
 
     # ------------------------------------------------------------------ public API (sync)
     def submit_generation(
         self,
-        prompt: str,
+        prompt: str | api.GenerationOptions,
         *,
         aspect_ratio: str | None = None,
         loop: bool | None = None,
@@ -158,7 +171,8 @@ class LumaHook(HttpHook):
     ) -> LumaGeneration:
         """Start a generation (``POST /luma/generations``). Costs money: see ``RetryPolicy``.
 
-        :param prompt: the text prompt (sent as ``user_prompt``).
+        :param prompt: the text prompt (sent as ``user_prompt``), or a ready ``GenerationOptions``
+            (then no other option may be given).
         :param aspect_ratio: one of ``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``.
         :param loop: loop the video end-to-end.
         :param expand_prompt: let Luma enhance the prompt.
@@ -167,23 +181,23 @@ class LumaHook(HttpHook):
         :param model: ``ray-2`` or ``ray-1-6`` (or a gateway ``ray-vN`` name).
         :param extra: other gateway fields passed through (``resolution``, ``duration``...).
         """
-        body = api.build_generation_body(
-            prompt, aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
-            image_url=image_url, image_end_url=image_end_url, model=model, extra=extra,
-        )
-        generation = self._drive(api.submit_flow(body))
+        options = _options(prompt, dict(aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
+                                        image_url=image_url, image_end_url=image_end_url, model=model), extra)
+        generation = self._drive(api.submit_flow(options.body()))
         self.log.info("Luma accepted generation %s (state %s)", generation.id, generation.raw_state)
         return generation
 
-    def extend_generation(self, generation_id: str, prompt: str, **options: Any) -> LumaGeneration:
+    def extend_generation(self, generation_id: str, prompt: str | api.GenerationOptions,
+                          **options: Any) -> LumaGeneration:
         """Extend a completed generation; returns the *new* generation (poll its id).
 
         :param generation_id: id of the completed generation to extend.
-        :param prompt: prompt for the extension; ``options`` as in ``submit_generation``.
+        :param prompt: prompt for the extension, or a ``GenerationOptions``; ``options`` as in
+            ``submit_generation``.
         """
         generation_id = api.validate_generation_id(generation_id)
-        known = {k: options.pop(k) for k in list(options) if k in _OPTION_NAMES}
-        body = api.build_generation_body(prompt, **known, extra=options)
+        known = {k: options.pop(k) for k in list(options) if k in api.OPTION_NAMES}
+        body = _options(prompt, known, options).body()
         generation = self._drive(api.extend_flow(generation_id, body))
         self.log.info("Luma accepted extension %s of generation %s", generation.id, generation_id)
         return generation
@@ -194,7 +208,7 @@ class LumaHook(HttpHook):
 
     def get_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
         """Status of many generations in input order, via ``POST /luma/tasks`` in chunks."""
-        return self._drive(self._get_many(ids))
+        return self._drive(self._get_many(ids, self.settings.batch_size))
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
@@ -241,8 +255,8 @@ class LumaHook(HttpHook):
 
     async def aget_generations(self, ids: Iterable[str], *, skip_missing: bool = False) -> list[LumaGeneration]:
         """Async twin of ``get_generations``; ``skip_missing`` leaves unknown ids out instead of raising."""
-        await self.aget_settings()
-        return await self._adrive(self._get_many(ids, skip_missing=skip_missing))
+        settings = await self.aget_settings()
+        return await self._adrive(self._get_many(ids, settings.batch_size, skip_missing=skip_missing))
 
     async def aclose(self) -> None:
         """Close the aiohttp session (triggers call this in ``cleanup``)."""
@@ -250,38 +264,17 @@ class LumaHook(HttpHook):
             await self._aiohttp_session.close()
             self._aiohttp_session = None
 
-    def _get_many(self, ids: Iterable[str], skip_missing: bool = False) -> api.Flow[list[LumaGeneration]]:
+    def _get_many(self, ids: Iterable[str], batch_size: int,
+                  skip_missing: bool = False) -> api.Flow[list[LumaGeneration]]:
         ids = [api.validate_generation_id(i, "ids") for i in ids]
-        return api.get_many_flow(ids, self.settings.batch_size, self._batch, skip_missing=skip_missing)
+        return api.get_many_flow(ids, batch_size, self._batch, skip_missing=skip_missing)
 
     # ------------------------------------------------------------------ drivers
-    def _drive(self, flow: api.Flow[Any]) -> Any:
-        result: Any = None
-        error: LumaError | None = None
-        while True:
-            try:
-                request = flow.throw(error) if error else flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-            result, error = None, None
-            try:
-                result = self._send(request)
-            except LumaError as err:
-                error = err
+    def _drive(self, flow: api.Flow[T]) -> T:
+        return api.drive(flow, self._send)
 
-    async def _adrive(self, flow: api.Flow[Any]) -> Any:
-        result: Any = None
-        error: LumaError | None = None
-        while True:
-            try:
-                request = flow.throw(error) if error else flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-            result, error = None, None
-            try:
-                result = await self._asend(request)
-            except LumaError as err:
-                error = err
+    async def _adrive(self, flow: api.Flow[T]) -> T:
+        return await api.adrive(flow, self._asend)
 
     def _send(self, request: api.Request) -> Any:
         policy = self.retry_policy
@@ -308,7 +301,7 @@ class LumaHook(HttpHook):
         try:
             response = self.session.request(
                 request.method, url, json=request.json, timeout=(settings.timeout, settings.timeout),
-                headers=settings.auth_headers_for(url), allow_redirects=False, stream=True,
+                allow_redirects=False, stream=True,
             )
             try:
                 limit = settings.max_response_bytes if response.status_code < 400 else api.ERROR_BODY_LIMIT
@@ -357,9 +350,8 @@ class LumaHook(HttpHook):
             self._aiohttp_session = aiohttp.ClientSession(
                 # total: the documented timeout bounds the whole request, body included.
                 timeout=aiohttp.ClientTimeout(total=settings.timeout),
-                headers={"Accept": "application/json", "User-Agent": "airflow-provider-luma",
-                         "Accept-Encoding": ACCEPT_ENCODING},
-                connector=aiohttp.TCPConnector(limit=16, keepalive_timeout=60),
+                headers={"Accept": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+                connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=KEEPALIVE_SECONDS),
                 auto_decompress=False,  # BodyReader decodes, with a cap on the decoded size
             )
         return self._aiohttp_session
@@ -436,7 +428,7 @@ class LumaHook(HttpHook):
             self._check_download_host(url)
             response = self.session.get(
                 url, stream=True, timeout=(settings.timeout, settings.download_stall_timeout),
-                headers={**settings.auth_headers_for(url), "Accept": "*/*"}, allow_redirects=False,
+                headers={"Accept": "*/*"}, allow_redirects=False,
             )
             if not response.is_redirect:
                 return response
@@ -516,7 +508,14 @@ class LumaHook(HttpHook):
         }
 
 
-_OPTION_NAMES = ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model")
+def _options(prompt: str | api.GenerationOptions, known: dict[str, Any], extra: dict[str, Any]) -> api.GenerationOptions:
+    if isinstance(prompt, api.GenerationOptions):
+        given = sorted(k for k, v in known.items() if v is not None) + sorted(extra)
+        if given:
+            raise LumaValidationError("options", f"{', '.join(given)} given next to a GenerationOptions; "
+                                      "set them in the GenerationOptions instead")
+        return prompt
+    return api.GenerationOptions.build(prompt, **known, extra=extra)
 
 
 def _mask(secret: str | None) -> None:

@@ -1,4 +1,4 @@
-"""Operators: submit a Luma generation, download its video; and the "Luma video" extra link."""
+"""Operators: submit a Luma generation (or extend one), download videos."""
 
 from __future__ import annotations
 
@@ -8,74 +8,26 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
 
 from luma_provider import api
 from luma_provider.exceptions import LumaAmbiguousSubmitError, LumaError, LumaValidationError
+from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
+from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, key_for_request
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.reuse import GenerationReuse
 
 if TYPE_CHECKING:
-    from luma_provider.hooks.luma import LumaHook
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
 #: XCom key holding the full normalized generation (``return_value`` holds just the id).
 XCOM_GENERATION = "generation"
-#: XCom key holding the video URL, pushed by the operator/sensor that knows it.
-XCOM_VIDEO_URL = "luma_video_url"
 #: What a generate task does when a submit's outcome is unknown (the gateway may have the job).
 AMBIGUOUS_SUBMIT_CHOICES = ("fail", "retry")
 #: Mapped instances show the start of their prompt instead of a bare index. Uses only the
 #: rendered task, so it also renders after a deferral (execute_complete has a fresh context).
 PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
-#: Mapped waits and downloads show their ``map_label`` (e.g. the prompt) when one is given.
-LABEL_TEMPLATE = "{{ (task.map_label | string).split() | join(' ') | truncate(48, True, '…', 0) if task.map_label else ti.map_index }}"
-
-
-class LumaHookMixin:
-    """The ``hook`` property of every Luma operator and sensor (``luma_conn_id`` set by them)."""
-
-    luma_conn_id: str
-
-    @cached_property
-    def hook(self) -> LumaHook:
-        from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
-
-        return LumaHook(self.luma_conn_id)
-
-
-class LumaVideoLink(BaseOperatorLink):
-    """Extra link "Luma video": the generated video, playable in the browser, once known.
-
-    On Airflow 3 the task runner calls ``get_link`` right after each try, on the same operator
-    object the task ran with, and stores the result itself; so the URL is read from that object
-    rather than looked up in XCom (a lookup before the URL exists only logs errors).
-    """
-
-    name = "Luma video"
-    attribute = "_luma_video_url"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return getattr(operator, self.attribute, None) or ""
-
-
-class LumaVideoDownloadLink(LumaVideoLink):
-    """Extra link "Luma video (download)": the download URL (gateways serve it as an attachment)."""
-
-    name = "Luma video (download)"
-    attribute = "_luma_download_url"
-
-
-def push_video_link(context: Context, generation: LumaGeneration | None) -> None:
-    """Publish the video URLs for the extra links and, under ``luma_video_url``, in XCom."""
-    if generation is None or not generation.video_url:
-        return
-    task = context["task"]
-    task._luma_video_url = generation.playable_url or generation.video_url  # type: ignore[attr-defined]
-    task._luma_download_url = generation.video_url  # type: ignore[attr-defined]
-    context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=generation.video_url)
 
 
 class LumaGenerateOperator(LumaHookMixin, BaseOperator):
@@ -177,20 +129,18 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         self.poll_interval = api.validate_seconds(poll_interval, "poll_interval")
         self.timeout = api.validate_seconds(timeout, "timeout")
 
-    def _validate(self) -> dict[str, Any]:
-        """Check every option before any HTTP call; errors name the field and allowed values."""
-        if self.extra is not None and not isinstance(self.extra, dict):
-            raise LumaValidationError("extra", f"must be a dict, got {type(self.extra).__name__}")
-        return api.build_generation_body(
+    def _options(self) -> api.GenerationOptions:
+        """Every option checked before any HTTP call; errors name the field and allowed values."""
+        return api.GenerationOptions.build(
             self.prompt, aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
             image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, extra=self.extra,
         )
 
     def execute(self, context: Context) -> Any:
-        body = self._validate()
+        options = self._options()
         source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
             if self.extend_generation_id else None
-        generation = self._submit_once(context, body, source_id)
+        generation = self._submit_once(context, options, source_id)
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
         push_video_link(context, generation)
         if not self.wait_for_completion:
@@ -198,7 +148,7 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         if generation.state == LumaState.COMPLETED:
             return generation.to_dict()
         if self.deferrable:
-            from luma_provider.triggers.luma import LumaTrigger
+            from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
 
             self.defer(
                 trigger=LumaTrigger(
@@ -207,7 +157,7 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
                 ),
                 method_name="execute_complete",
                 # The trigger owns the deadline so execute_complete still runs and says why.
-                timeout=timedelta(seconds=self.timeout + 300),
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
             )
         (done,) = self.hook.wait_for_generations([generation.id], poll_interval=self.poll_interval,
                                                  timeout=self.timeout)
@@ -217,46 +167,39 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def ledger(self) -> GenerationLedger:
         return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
 
-    def _submit_once(self, context: Context, body: dict[str, Any], source_id: str | None) -> LumaGeneration:
+    def _submit_once(self, context: Context, options: api.GenerationOptions,
+                     source_id: str | None) -> LumaGeneration:
         ti = context["ti"]
         reuse = GenerationReuse(
             self.hook, store=context.get("task_state_store"), ledger=self.ledger, claim_wait=self.claim_wait,
             # The key scopes reuse; the request itself is always part of the entry, so one key
             # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
-            key=f"{self.idempotency_key}:{key_for_request(body, source_id)}" if self.idempotency_key else None,
+            key=f"{self.idempotency_key}:{key_for_request(options.body(), source_id)}" if self.idempotency_key else None,
             owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}", logger=self.log,
         )
         try:
-            return reuse.submit_once(lambda: self._submit(source_id))
+            return reuse.submit_once(lambda: self._submit(options, source_id))
         except LumaAmbiguousSubmitError as err:
             if self.ambiguous_submit == "retry":
                 raise LumaError(f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
                                 "and the video may be paid twice]") from err
             raise
 
-    def _submit(self, source_id: str | None) -> LumaGeneration:
-        options = dict(
-            aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
-            image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, **(self.extra or {}),
-        )
+    def _submit(self, options: api.GenerationOptions, source_id: str | None) -> LumaGeneration:
         if source_id:
-            generation = self.hook.extend_generation(source_id, self.prompt, **options)
+            generation = self.hook.extend_generation(source_id, options)
         else:
-            generation = self.hook.submit_generation(self.prompt, **options)
-        self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(self.prompt))
+            generation = self.hook.submit_generation(options)
+        self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(options.prompt))
         return generation
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from luma_provider.exceptions import LumaTimeoutError
         from luma_provider.triggers.luma import generations_from_event
-
-        def on_timeout(message: str) -> None:
-            raise LumaTimeoutError(message)
 
         recorded = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_GENERATION,
                                            map_indexes=context["ti"].map_index)
         ids = [recorded["id"]] if recorded else list((event or {}).get("generation_ids") or [])
-        (done,) = generations_from_event(self.hook, ids, event, on_timeout)
+        (done,) = generations_from_event(self.hook, ids, event)
         return self._finish(done, context)
 
     def _finish(self, generation: LumaGeneration, context: Context) -> dict[str, Any]:

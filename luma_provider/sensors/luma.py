@@ -10,23 +10,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
+from luma_provider.exceptions import LumaTimeoutError
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.operators.luma import (
-    LABEL_TEMPLATE,
-    LumaHookMixin,
-    LumaVideoDownloadLink,
-    LumaVideoLink,
-    push_video_link,
-)
-from luma_provider.triggers.luma import LumaTrigger, generations_from_event, raise_if_failed
+from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
+from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
+from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger, generations_from_event, raise_if_failed
 
 if TYPE_CHECKING:
     from luma_provider.hooks.luma import LumaHook
     from airflow.sdk import Context
 
-#: Extra time the deferral timeout allows beyond the trigger's own deadline, so the trigger
-#: normally reports the timeout itself (with the states it saw).
-DEFER_TIMEOUT_GRACE = 60
 
 
 class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
@@ -108,15 +101,15 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: refetch on the worker (events carry no URLs)."""
-        generations = generations_from_event(self.hook, self.generation_ids, event, self._timeout)
+        try:
+            generations = generations_from_event(self.hook, self.generation_ids, event)
+        except LumaTimeoutError as err:
+            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+            if self.soft_fail:
+                raise AirflowSkipException(f"{err} (soft_fail)") from err
+            raise AirflowSensorTimeout(str(err)) from err
         return self._result(generations, context)
-
-    def _timeout(self, message: str) -> None:
-        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
-
-        if self.soft_fail:
-            raise AirflowSkipException(f"{message} (soft_fail)")
-        raise AirflowSensorTimeout(message)
 
     def _result(self, generations: list[LumaGeneration], context: Context) -> Any:
         for gen in generations:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -14,6 +14,7 @@ from luma_provider.exceptions import (
     LumaError,
     LumaGenerationFailed,
     LumaNotFoundError,
+    LumaTimeoutError,
     LumaValidationError,
 )
 from luma_provider.models import LumaGeneration, LumaState
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
 DEFAULT_ERROR_BUDGET = 10
 AUTH_ERROR_BUDGET = 3
-#: Polls to wait for a video URL after "completed" (gateways sometimes lag, §A.9).
+#: Extra time a deferral's timeout allows beyond the trigger's own deadline, so the trigger
+#: normally reports the timeout itself (with the states it saw).
+DEFER_TIMEOUT_GRACE = 60
+#: Polls to wait for a video URL after "completed" (gateways sometimes lag).
 NO_URL_GRACE_POLLS = 3
 
 
@@ -154,20 +158,17 @@ class LumaTrigger(BaseTrigger):
         return ", ".join(pending) or "generations"
 
 
-def generations_from_event(
-    hook: LumaHook, ids: list[str], event: dict[str, Any] | None, on_timeout: Callable[[str], None]
-) -> list[LumaGeneration]:
+def generations_from_event(hook: LumaHook, ids: list[str], event: dict[str, Any] | None) -> list[LumaGeneration]:
     """Worker side of a ``LumaTrigger`` event: allow-list it, refetch, raise the right error.
 
-    :param on_timeout: called with the message for a ``timeout`` event; must raise.
+    :raises LumaTimeoutError: for a ``timeout`` event (sensors turn it into their own timeout).
     """
     status = (event or {}).get("status")
-    if status not in EVENT_STATUSES:
-        raise LumaError(f"Unexpected trigger event for generations {ids}: {event!r}")
-    message = str(event.get("message", ""))
+    if event is None or status not in EVENT_STATUSES:
+        raise LumaError(f"Unexpected trigger event for generations {ids}: {str(event)[:300]}")
+    message = str(event.get("message", ""))[:2000]
     if status == "timeout":
-        on_timeout(message)
-        raise LumaError(message)  # on_timeout must raise; never fall through to success
+        raise LumaTimeoutError(message)
     if status == "error":
         raise LumaError(message)
     generations = hook.get_generations(ids)  # events carry no URLs: refetch on the worker

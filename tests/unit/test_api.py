@@ -19,6 +19,7 @@ from luma_provider.api import (
     Request,
     RetryPolicy,
     build_generation_body,
+    drive,
     decode,
     download_url_flow,
     error_for_status,
@@ -694,20 +695,15 @@ class TestConnectionSettings:
 
 # ============================================================================ flows
 def run_flow(flow, answer):
-    """Drive a sans-IO flow: ``answer(request)`` returns the parsed result or raises a ``LumaError``."""
+    """Drive a sans-IO flow with ``api.drive``: ``answer(request)`` returns the parsed result or
+    raises a ``LumaError``; returns the requests seen and the flow's result."""
     seen: list[Request] = []
-    try:
-        request = next(flow)
-        while True:
-            seen.append(request)
-            try:
-                result = answer(request)
-            except LumaError as err:
-                request = flow.throw(err)
-            else:
-                request = flow.send(result)
-    except StopIteration as stop:
-        return seen, stop.value
+
+    def send(request: Request):
+        seen.append(request)
+        return answer(request)
+
+    return seen, drive(flow, send)
 
 
 def native(gen_id: str, state: str = "processing") -> dict:

@@ -102,8 +102,8 @@ class TestListedPathsImport:
         from airflow.sdk import BaseOperatorLink
 
         links = get_provider_info()["extra-links"]
-        assert links == ["luma_provider.operators.luma.LumaVideoLink",
-                         "luma_provider.operators.luma.LumaVideoDownloadLink"]
+        assert links == ["luma_provider.links.luma.LumaVideoLink",
+                         "luma_provider.links.luma.LumaVideoDownloadLink"]
         for dotted in links:
             link_cls = import_path(dotted)
             assert issubclass(link_cls, BaseOperatorLink)
