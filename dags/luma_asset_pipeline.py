@@ -71,7 +71,7 @@ with DAG(
     def report(run_id: str, templates_dict: dict, ti=None, outlet_events=None) -> dict:
         """Manifest + gallery for every prompt, then describe the batch in the asset event."""
         from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME
-        from luma_provider.report import write_run_report
+        from luma_common import write_run_report
 
         batch_dir = templates_dict["batch_dir"]
         manifest = write_run_report(ti=ti, run_id=run_id, output_dir=batch_dir, group_id="generate")

@@ -38,7 +38,7 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
         video_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/").expand_kwargs(load_prompts())
 
     :param destination: folder URI (templated, ends with ``/``) the files are downloaded to.
-    :param group_id: the group's id; ``luma_provider.report.write_run_report`` needs it.
+    :param group_id: the group's id; ``write_run_report`` needs it.
     :param idempotency_key: reuse scope for already-paid videos (see ``LumaGenerateOperator``);
         e.g. ``RUN_DATE``: re-running or clearing a day's batch reuses that day's videos.
     """
@@ -70,3 +70,42 @@ def raise_if_any_failed(summary: dict[str, Any]) -> None:
     if failed:
         lines = "; ".join(f"{g['prompt'][:40]!r}: {g.get('failure_reason') or g['state']}" for g in failed)
         raise RuntimeError(f"{len(failed)} of {summary['total']} generations did not complete: {lines}")
+
+
+def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
+                     title: str = "Luma video batch") -> dict[str, Any]:
+    """Report on every mapped instance of a ``video_group`` (``luma_provider.report.write_report``).
+
+    Reads ``load_prompts``'s XCom (the prompt rows), each submit's ``generation`` XCom and the
+    download results, which carry their generation id: pulled all at once, because a failed
+    prompt has no download XCom and asking for it by index only produces error lines.
+    Zero, one or many download results all work (Airflow 3 returns one result unwrapped).
+    """
+    # Non-dict rows are kept (as a bare prompt) so list positions stay aligned with map indexes.
+    prompts = [p if isinstance(p, dict) else {"prompt": str(p)}
+               for p in _as_list(ti.xcom_pull(task_ids="load_prompts"))]
+    submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
+                 for i in range(len(prompts))]
+    downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download"))
+    by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
+    rows = []
+    for p, s in zip(prompts, submitted):
+        gen_id = s.get("id") if isinstance(s, dict) else None
+        rows.append({"prompt": p.get("prompt"), "aspect_ratio": p.get("aspect_ratio"),
+                     "generation_id": gen_id, "download": by_id.get(gen_id) if gen_id else None})
+    from luma_provider.report import write_report
+
+    return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """An XCom pull of every map index as a list.
+
+    Airflow 3 returns the bare value, not a one-item list, when exactly one mapped instance
+    pushed, and None when none did; iterating a bare dict would walk its keys.
+    """
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]

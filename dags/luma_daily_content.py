@@ -57,7 +57,7 @@ with DAG(
     @task(trigger_rule="all_done", templates_dict={"run_date": RUN_DATE})
     def report(params: dict, run_id: str, templates_dict: dict, ti=None) -> dict:
         """Manifest + gallery for every prompt of the run, whatever state each ended in."""
-        from luma_provider.report import write_run_report
+        from luma_common import write_run_report
 
         return write_run_report(ti=ti, run_id=run_id, group_id="generate",
                                 output_dir=f"{params['output_root']}/{templates_dict['run_date']}")

@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 from luma_provider.connection_fields import (
     CONNECTION_FIELDS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CONN_ID,
     DEFAULT_DOWNLOAD_STALL_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
@@ -69,7 +70,6 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 # User-facing (official) model names -> the gateway's ``model_name`` values (§A.3, §C).
 MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": "ray-v2", "ray-v3": "ray-v3"}
 MAX_PROMPT_LENGTH = 5000
-DEFAULT_CONN_ID = "luma_default"
 #: Of an error reply, only this much is read: enough for any gateway's error envelope.
 ERROR_BODY_LIMIT = 8 * 1024
 #: Redirects a download may follow; each hop is checked like the first URL.

@@ -1,4 +1,8 @@
-"""Write a batch's manifest and gallery: states from one status call, files from the downloads."""
+"""Write a batch's manifest and gallery: states from one status call, files from the downloads.
+
+The caller hands in the rows (prompt, generation id, download result); where they come from
+(XCom task ids of a particular DAG) is the DAG's business, see ``dags/luma_common.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from luma_provider.api import DEFAULT_CONN_ID
 from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME, build_manifest, render_gallery, render_manifest
 
 log = logging.getLogger(__name__)
 
 
-def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
-                     luma_conn_id: str = "luma_default", title: str = "Luma video batch") -> dict[str, Any]:
-    """Report on every mapped instance of a submit/wait/download ``group_id`` (see ``write_report``).
-
-    Reads ``load_prompts``'s XCom (the prompt rows), each submit's ``generation`` XCom and the
-    download results, which carry their generation id: pulled all at once, because a failed
-    prompt has no download XCom and asking for it by index only produces error lines.
-    Zero, one or many download results all work (Airflow 3 returns one result unwrapped).
-    """
-    # Non-dict rows are kept (as a bare prompt) so list positions stay aligned with map indexes.
-    prompts = [p if isinstance(p, dict) else {"prompt": str(p)}
-               for p in _as_list(ti.xcom_pull(task_ids="load_prompts"))]
-    submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
-                 for i in range(len(prompts))]
-    downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download"))
-    by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
-    rows = []
-    for p, s in zip(prompts, submitted):
-        gen_id = s.get("id") if isinstance(s, dict) else None
-        rows.append({"prompt": p.get("prompt"), "aspect_ratio": p.get("aspect_ratio"),
-                     "generation_id": gen_id, "download": by_id.get(gen_id) if gen_id else None})
-    return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title, luma_conn_id=luma_conn_id)
-
-
 def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]],
-                 title: str = "Luma video batch", luma_conn_id: str = "luma_default") -> dict[str, Any]:
+                 title: str = "Luma video batch", luma_conn_id: str = DEFAULT_CONN_ID) -> dict[str, Any]:
     """Write ``manifest.json`` + ``index.html`` into ``output_dir`` (any ``ObjectStoragePath`` URI).
 
     Each row is ``{"prompt": ..., "generation_id": id or None, "download": the download
@@ -79,19 +60,6 @@ def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]]
     (folder / GALLERY_NAME).write_text(render_gallery(manifest, title=title), encoding="utf-8")
     log.info("Wrote %s and %s in %s: %s", MANIFEST_NAME, GALLERY_NAME, output_dir, manifest["counts"])
     return manifest
-
-
-def _as_list(value: Any) -> list[Any]:
-    """An XCom pull of every map index as a list.
-
-    Airflow 3 returns the bare value, not a one-item list, when exactly one mapped instance
-    pushed, and None when none did; iterating a bare dict would walk its keys.
-    """
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 def _file_name(uri: str | None) -> str | None:

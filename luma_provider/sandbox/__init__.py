@@ -19,8 +19,9 @@ From a shell (``make demo``)::
     python -m luma_provider.sandbox --port 8000 --api-key sandbox-key
     python -m luma_provider.sandbox --port 0 --port-file /tmp/luma.url &   # free port, URL in the file
 
-With pytest: the ``luma_sandbox``, ``luma_sandbox_session`` and ``luma_conn_env``
-fixtures are registered automatically when the package is installed.
+With pytest: ``pytest_plugins = ["luma_provider.sandbox.pytest_plugin"]`` in your root
+``conftest.py`` gives you the ``luma_sandbox``, ``luma_sandbox_session``,
+``luma_sandbox_factory`` and ``luma_conn_env`` fixtures.
 
 A sandbox in another process is controlled with
 ``SandboxAdmin(url, api_key=KEY).configure(...) / add_fault(...) / stats() / reset()``.

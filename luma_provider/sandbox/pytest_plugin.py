@@ -1,7 +1,10 @@
 """pytest fixtures for testing code against a local fake Luma gateway.
 
-Registered through the ``pytest11`` entry point, so it is loaded in *every* pytest
-run where the package is installed: it must import nothing heavy at module level.
+Opt-in: list it in the root ``conftest.py`` of your project::
+
+    pytest_plugins = ["luma_provider.sandbox.pytest_plugin"]
+
+It imports nothing heavy at module level: listing it does not slow down collection.
 
 * ``luma_sandbox`` - a fresh, started :class:`~luma_provider.sandbox.LumaSandbox`
   on a free port (function scope);

@@ -17,6 +17,7 @@ from luma_provider.exceptions import (
     LumaTimeoutError,
     LumaValidationError,
 )
+from luma_provider.connection_fields import DEFAULT_CONN_ID
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.poller import StatusPoller
 
@@ -52,7 +53,7 @@ class LumaTrigger(BaseTrigger):
     def __init__(
         self,
         generation_ids: Sequence[str],
-        luma_conn_id: str = "luma_default",
+        luma_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 10.0,
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,

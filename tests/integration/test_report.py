@@ -39,7 +39,7 @@ def pipeline_body(prompts_file: Path, out: Path) -> str:
 
         @task(trigger_rule="all_done")
         def report(run_id, ti=None):
-            from luma_provider.report import write_run_report
+            from luma_common import write_run_report
             return write_run_report(ti=ti, run_id=run_id, output_dir={str(out)!r}, group_id="generate")
 
         groups = video_group({f"{out}/"!r}).expand_kwargs(load_prompts())
