@@ -22,8 +22,17 @@ def sandbox_process(**options: float | str) -> Iterator[str]:
     """Run ``python -m luma_provider.sandbox`` in its own process (its CPU/RSS are not ours); yield its URL."""
     with tempfile.TemporaryDirectory(prefix="luma-bench-") as tmp:
         port_file = Path(tmp) / "url"
-        cmd = [PYTHON, "-m", "luma_provider.sandbox", "--port", "0", "--port-file", str(port_file),
-               "--api-key", API_KEY]
+        cmd = [
+            PYTHON,
+            "-m",
+            "luma_provider.sandbox",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--api-key",
+            API_KEY,
+        ]
         for key, value in options.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
@@ -51,8 +60,12 @@ def sandbox_process(**options: float | str) -> Iterator[str]:
 
 def luma_conn_json(url: str, **extra: object) -> str:
     # The sandbox's CDN is on 127.0.0.1: private hosts are refused unless allowed.
-    conn: dict[str, object] = {"conn_type": "luma", "host": url, "password": API_KEY,
-                               "extra": {"allow_private_downloads": True, **extra}}
+    conn: dict[str, object] = {
+        "conn_type": "luma",
+        "host": url,
+        "password": API_KEY,
+        "extra": {"allow_private_downloads": True, **extra},
+    }
     return json.dumps(conn)
 
 

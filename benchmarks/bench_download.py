@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, ROOT, bench_env, luma_conn_json, markdown_table, sandbox_process, verdict  # noqa: E402
+from _common import PYTHON, ROOT, bench_env, luma_conn_json, markdown_table, sandbox_process, verdict
 
 MIB = 1024 * 1024
 
@@ -59,8 +59,9 @@ print(json.dumps({"seconds": seconds, "final": final, "vmhwm_before_kib": before
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[str, float]:
     """Run a Python child; return (stdout, wall seconds). It reports its own VmHWM/ru_maxrss."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=str(Path(__file__).resolve().parent))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(Path(__file__).resolve().parent)
+    )
     out, err = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -80,7 +81,9 @@ def run_curl(url: str, dest: Path) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="download directory (default: a temp dir)")
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sandbox_process() as base:
             url = f"{base}/media/blob?size={size}"
-            env = bench_env(AIRFLOW_CONN_LUMA_DEFAULT=luma_conn_json(base), PYTHONPATH=str(ROOT / "benchmarks"))
+            env = bench_env(
+                AIRFLOW_CONN_LUMA_DEFAULT=luma_conn_json(base), PYTHONPATH=str(ROOT / "benchmarks")
+            )
             ref_out, _ = run_child([PYTHON, "-c", IMPORT_ONLY], env)
             reference = json.loads(ref_out.strip().splitlines()[-1])
             for round_no in range(args.rounds):
@@ -116,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                         run["wall"] = wall
                         dest.unlink()
                         hook_runs.append(run)
-                print(f"[bench] download round {round_no + 1}: curl {curl_runs[-1]['seconds']:.2f}s, "
-                      f"hook {hook_runs[-1]['seconds']:.2f}s", file=sys.stderr, flush=True)
+                print(
+                    f"[bench] download round {round_no + 1}: curl {curl_runs[-1]['seconds']:.2f}s, "
+                    f"hook {hook_runs[-1]['seconds']:.2f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -129,23 +138,57 @@ def main(argv: list[str] | None = None) -> int:
     growth_mib = (hook_hwm - reference["vmhwm_kib"]) / 1024
     curl_rss = max(r["maxrss_kib"] for r in curl_runs) / 1024
     rows = [
-        ["Throughput, MiB/s (median of rounds)", f"{hook_tp:.0f}", f"{curl_tp:.0f}", f"{ratio:.2f}x",
-         ">= 0.9x curl", verdict(ratio >= 0.9)],
+        [
+            "Throughput, MiB/s (median of rounds)",
+            f"{hook_tp:.0f}",
+            f"{curl_tp:.0f}",
+            f"{ratio:.2f}x",
+            ">= 0.9x curl",
+            verdict(ratio >= 0.9),
+        ],
         ["Time for the file, s (median)", f"{hook_s:.2f}", f"{curl_s:.2f}", "", "report", ""],
-        ["Peak RSS of the downloading process, MiB", f"{hook_hwm / 1024:.0f}", f"{curl_rss:.0f}", "", "report", ""],
-        ["Peak RSS growth over import-only process, MiB",
-         f"{growth_mib:.1f} (import-only: {reference['vmhwm_kib'] / 1024:.0f})", "n/a", "", "<= 64",
-         verdict(growth_mib <= 64)],
+        [
+            "Peak RSS of the downloading process, MiB",
+            f"{hook_hwm / 1024:.0f}",
+            f"{curl_rss:.0f}",
+            "",
+            "report",
+            "",
+        ],
+        [
+            "Peak RSS growth over import-only process, MiB",
+            f"{growth_mib:.1f} (import-only: {reference['vmhwm_kib'] / 1024:.0f})",
+            "n/a",
+            "",
+            "<= 64",
+            verdict(growth_mib <= 64),
+        ],
     ]
-    title = (f"### Download: {args.size_mib} MiB from the sandbox CDN to local disk, "
-             f"{args.rounds} rounds (order alternating, sync before each)\n\n")
-    table = title + markdown_table(["Metric", "LumaHook.download_file", "curl", "Ratio", "Goal", "Result"], rows)
+    title = (
+        f"### Download: {args.size_mib} MiB from the sandbox CDN to local disk, "
+        f"{args.rounds} rounds (order alternating, sync before each)\n\n"
+    )
+    table = title + markdown_table(
+        ["Metric", "LumaHook.download_file", "curl", "Ratio", "Goal", "Result"], rows
+    )
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"results": {"curl": curl_runs, "hook": hook_runs, "reference": reference,
-                                                     "ratio": ratio, "growth_mib": growth_mib,
-                                                     "loadavg": open("/proc/loadavg").read().split()[:3]},
-                                         "table": table}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": {
+                        "curl": curl_runs,
+                        "hook": hook_runs,
+                        "reference": reference,
+                        "ratio": ratio,
+                        "growth_mib": growth_mib,
+                        "loadavg": open("/proc/loadavg").read().split()[:3],
+                    },
+                    "table": table,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

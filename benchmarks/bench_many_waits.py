@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     API_KEY,
     luma_conn_json,
     markdown_table,
@@ -116,8 +116,9 @@ async def luma_wait(gen_id: str, interval: float, events: dict[str, tuple[float,
         events[gen_id] = (time.time(), event.payload["status"])
 
 
-async def baseline_wait(gen_id: str, interval: float, events: dict[str, tuple[float, str]],
-                        polls: list[int]) -> None:
+async def baseline_wait(
+    gen_id: str, interval: float, events: dict[str, tuple[float, str]], polls: list[int]
+) -> None:
     import aiohttp
     from airflow.providers.http.hooks.http import HttpAsyncHook
 
@@ -210,7 +211,9 @@ async def run_phase(kind: str, url: str, done_at: dict[str, float], interval: fl
         "rss_growth_mib": (max(probe.rss_kib or [rss_start]) - rss_start) / 1024,
         "loop_lag_p99_ms": percentile(probe.lags, 99) * 1000,
         "loop_lag_max_ms": max(probe.lags or [0.0]) * 1000,
-        "loop_lag_max_at_s": (probe.lag_times[probe.lags.index(max(probe.lags))] - wall_start) if probe.lags else 0,
+        "loop_lag_max_at_s": (probe.lag_times[probe.lags.index(max(probe.lags))] - wall_start)
+        if probe.lags
+        else 0,
         "loop_lags_over_50ms": sum(1 for x in probe.lags if x > 0.05),
         "ticks": len(probe.lags),
         "detect_lag_median_s": statistics.median(lags) if lags else float("nan"),
@@ -239,7 +242,9 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, Any]:
         phases[kind] = res = await run_phase(kind, url, done_at, args.interval)
         res["probe_cpu_s"] = res["ticks"] * per_tick
         res["cpu_net_s"] = res["cpu_s"] - res["probe_cpu_s"]
-        print(f"[bench] many-waits {kind}: {json.dumps(phases[kind], default=str)}", file=sys.stderr, flush=True)
+        print(
+            f"[bench] many-waits {kind}: {json.dumps(phases[kind], default=str)}", file=sys.stderr, flush=True
+        )
     return phases
 
 
@@ -250,44 +255,120 @@ def report(res: dict[str, Any], interval: float) -> str:
     req_ratio = lu["status_requests"] / ba["status_requests"] if ba["status_requests"] else float("nan")
     n = lu["n"]
     rows = [
-        ["Events delivered (success)", f"{lu['delivered']}/{n}", f"{ba['delivered']}/{ba['n']}", "", f"all {n}",
-         verdict(lu["delivered"] == n and lu["error_count"] == 0)],
-        [f"Status requests per poll cycle, all {n} waiting", lu["requests_per_cycle_all_waiting"],
-         ba["requests_per_cycle_all_waiting"],
-         f"{lu['requests_per_cycle_all_waiting'] / max(1, ba['requests_per_cycle_all_waiting']):.3f}x",
-         "<= 10", verdict(0 < lu["requests_per_cycle_all_waiting"] <= 10)],
-        ["Status requests, whole run", lu["status_requests"], ba["status_requests"], f"{req_ratio:.4f}x", "", ""],
+        [
+            "Events delivered (success)",
+            f"{lu['delivered']}/{n}",
+            f"{ba['delivered']}/{ba['n']}",
+            "",
+            f"all {n}",
+            verdict(lu["delivered"] == n and lu["error_count"] == 0),
+        ],
+        [
+            f"Status requests per poll cycle, all {n} waiting",
+            lu["requests_per_cycle_all_waiting"],
+            ba["requests_per_cycle_all_waiting"],
+            f"{lu['requests_per_cycle_all_waiting'] / max(1, ba['requests_per_cycle_all_waiting']):.3f}x",
+            "<= 10",
+            verdict(0 < lu["requests_per_cycle_all_waiting"] <= 10),
+        ],
+        [
+            "Status requests, whole run",
+            lu["status_requests"],
+            ba["status_requests"],
+            f"{req_ratio:.4f}x",
+            "",
+            "",
+        ],
         ["Poll cycles", lu["cycles"], ba["cycles"], "", "", ""],
-        ["CPU seconds, client process, lag probe subtracted", f"{lu['cpu_net_s']:.2f}", f"{ba['cpu_net_s']:.2f}",
-         f"{cpu_ratio:.3f}x", "<= 0.2x baseline", verdict(cpu_ratio <= 0.2)],
-        ["CPU seconds raw (incl. 10 ms lag probe: luma / baseline "
-         f"{lu['probe_cpu_s']:.2f} / {ba['probe_cpu_s']:.2f})", f"{lu['cpu_s']:.2f}", f"{ba['cpu_s']:.2f}",
-         f"{raw_ratio:.3f}x", "report", ""],
-        ["Peak RSS, MiB (growth during phase)", f"{lu['rss_peak_mib']:.0f} (+{lu['rss_growth_mib']:.0f})",
-         f"{ba['rss_peak_mib']:.0f} (+{ba['rss_growth_mib']:.0f})", "", "report", ""],
-        ["Event-loop lag p99, ms", f"{lu['loop_lag_p99_ms']:.1f}", f"{ba['loop_lag_p99_ms']:.1f}", "",
-         "< 50", verdict(lu["loop_lag_p99_ms"] < 50)],
-        ["Event-loop lag max, ms (at s into phase)", f"{lu['loop_lag_max_ms']:.1f} (@{lu['loop_lag_max_at_s']:.1f})",
-         f"{ba['loop_lag_max_ms']:.1f} (@{ba['loop_lag_max_at_s']:.1f})", "", "report", ""],
-        ["10 ms ticks late by > 50 ms", f"{lu['loop_lags_over_50ms']}/{lu['ticks']}",
-         f"{ba['loop_lags_over_50ms']}/{ba['ticks']}", "", "report", ""],
-        ["Completion -> event, median s", f"{lu['detect_lag_median_s']:.2f}", f"{ba['detect_lag_median_s']:.2f}",
-         "", f"<= {interval / 2:g} (interval/2)", verdict(lu["detect_lag_median_s"] <= interval / 2)],
-        ["Completion -> event, p90 / max s", f"{lu['detect_lag_p90_s']:.2f} / {lu['detect_lag_max_s']:.2f}",
-         f"{ba['detect_lag_p90_s']:.2f} / {ba['detect_lag_max_s']:.2f}", "", "report", ""],
+        [
+            "CPU seconds, client process, lag probe subtracted",
+            f"{lu['cpu_net_s']:.2f}",
+            f"{ba['cpu_net_s']:.2f}",
+            f"{cpu_ratio:.3f}x",
+            "<= 0.2x baseline",
+            verdict(cpu_ratio <= 0.2),
+        ],
+        [
+            "CPU seconds raw (incl. 10 ms lag probe: luma / baseline "
+            f"{lu['probe_cpu_s']:.2f} / {ba['probe_cpu_s']:.2f})",
+            f"{lu['cpu_s']:.2f}",
+            f"{ba['cpu_s']:.2f}",
+            f"{raw_ratio:.3f}x",
+            "report",
+            "",
+        ],
+        [
+            "Peak RSS, MiB (growth during phase)",
+            f"{lu['rss_peak_mib']:.0f} (+{lu['rss_growth_mib']:.0f})",
+            f"{ba['rss_peak_mib']:.0f} (+{ba['rss_growth_mib']:.0f})",
+            "",
+            "report",
+            "",
+        ],
+        [
+            "Event-loop lag p99, ms",
+            f"{lu['loop_lag_p99_ms']:.1f}",
+            f"{ba['loop_lag_p99_ms']:.1f}",
+            "",
+            "< 50",
+            verdict(lu["loop_lag_p99_ms"] < 50),
+        ],
+        [
+            "Event-loop lag max, ms (at s into phase)",
+            f"{lu['loop_lag_max_ms']:.1f} (@{lu['loop_lag_max_at_s']:.1f})",
+            f"{ba['loop_lag_max_ms']:.1f} (@{ba['loop_lag_max_at_s']:.1f})",
+            "",
+            "report",
+            "",
+        ],
+        [
+            "10 ms ticks late by > 50 ms",
+            f"{lu['loop_lags_over_50ms']}/{lu['ticks']}",
+            f"{ba['loop_lags_over_50ms']}/{ba['ticks']}",
+            "",
+            "report",
+            "",
+        ],
+        [
+            "Completion -> event, median s",
+            f"{lu['detect_lag_median_s']:.2f}",
+            f"{ba['detect_lag_median_s']:.2f}",
+            "",
+            f"<= {interval / 2:g} (interval/2)",
+            verdict(lu["detect_lag_median_s"] <= interval / 2),
+        ],
+        [
+            "Completion -> event, p90 / max s",
+            f"{lu['detect_lag_p90_s']:.2f} / {lu['detect_lag_max_s']:.2f}",
+            f"{ba['detect_lag_p90_s']:.2f} / {ba['detect_lag_max_s']:.2f}",
+            "",
+            "report",
+            "",
+        ],
         ["Longest poll cycle (all batch requests), s", f"{lu['serve_max_s']:.2f}", "n/a", "", "report", ""],
         ["Wall time of phase, s", f"{lu['wall_s']:.1f}", f"{ba['wall_s']:.1f}", "", "report", ""],
-        ["Pollers left after all triggers ended", lu["leftover_pollers"], "n/a", "", "0",
-         verdict(lu["leftover_pollers"] == 0)],
+        [
+            "Pollers left after all triggers ended",
+            lu["leftover_pollers"],
+            "n/a",
+            "",
+            "0",
+            verdict(lu["leftover_pollers"] == 0),
+        ],
     ]
-    title = (f"### Many waits: {n} concurrent waits, poll interval {interval:g} s, "
-             f"completions spread {res['spread'][0]:g}-{res['spread'][1]:g} s\n\n")
-    return title + markdown_table(["Metric", "LumaTrigger", "HttpAsyncHook baseline", "Ratio", "Goal", "Result"],
-                                  rows)
+    title = (
+        f"### Many waits: {n} concurrent waits, poll interval {interval:g} s, "
+        f"completions spread {res['spread'][0]:g}-{res['spread'][1]:g} s\n\n"
+    )
+    return title + markdown_table(
+        ["Metric", "LumaTrigger", "HttpAsyncHook baseline", "Ratio", "Goal", "Result"], rows
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--spread-from", type=float, default=10.0)
@@ -312,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = luma_conn_json(url)
         os.environ["AIRFLOW_CONN_LUMA_HTTP"] = json.dumps({"conn_type": "http", "host": url})
         phases = asyncio.run(main_async(args, url))
-    res = {**phases, "interval": args.interval, "spread": [args.spread_from, args.spread_to],
-           "loadavg": open("/proc/loadavg").read().split()[:3]}
+    res = {
+        **phases,
+        "interval": args.interval,
+        "spread": [args.spread_from, args.spread_to],
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
     table = report(res, args.interval)
     print(table)
     if args.json:

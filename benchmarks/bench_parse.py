@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, ROOT, bench_env, markdown_table, verdict  # noqa: E402
+from _common import PYTHON, ROOT, bench_env, markdown_table, verdict
 
 DAG_FILE = "luma_daily_content.py"
 
@@ -125,7 +125,9 @@ def make_bundles(tmp: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -135,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="luma-bench-parse-") as tmp:
         bundles = make_bundles(Path(tmp))
         for i in range(args.repeat):
-            for kind in (("luma", "empty", "luma_hook_preloaded") if i % 2 == 0
-                         else ("luma_hook_preloaded", "empty", "luma")):
+            for kind in (
+                ("luma", "empty", "luma_hook_preloaded")
+                if i % 2 == 0
+                else ("luma_hook_preloaded", "empty", "luma")
+            ):
                 bundle = bundles["luma" if kind == "luma_hook_preloaded" else kind]
                 preload = ["luma_provider.hooks.luma"] if kind == "luma_hook_preloaded" else []
                 res = run([PYTHON, "-c", PARSE_CHILD, str(bundle), str(bundle / DAG_FILE), *preload], env)
@@ -146,34 +151,78 @@ def main(argv: list[str] | None = None) -> int:
                 info[kind] = res
             if i % 2 == 0:
                 samples["import"].append(run([PYTHON, "-c", IMPORT_CHILD], env)["seconds"])
-            print(f"[bench] parse sample {i + 1}: luma {samples['luma'][-1] * 1000:.0f} ms, "
-                  f"empty {samples['empty'][-1] * 1000:.0f} ms", file=sys.stderr, flush=True)
+            print(
+                f"[bench] parse sample {i + 1}: luma {samples['luma'][-1] * 1000:.0f} ms, "
+                f"empty {samples['empty'][-1] * 1000:.0f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
 
     med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
     extra = med["luma"] - med["empty"]
     rows = [
-        ["Parse + serialize, luma_daily_content (median ms)", f"{med['luma']:.0f}",
-         f"min {min(samples['luma']) * 1000:.0f} / max {max(samples['luma']) * 1000:.0f}", "report", ""],
-        ["Parse + serialize, same DAG with EmptyOperators (median ms)", f"{med['empty']:.0f}",
-         f"min {min(samples['empty']) * 1000:.0f} / max {max(samples['empty']) * 1000:.0f}", "report", ""],
-        ["**Extra parse time from the provider (median difference, ms)**", f"{extra:.0f}", "", "<= 30",
-         verdict(extra <= 30)],
-        ["Diagnostic: extra time if `luma_provider.hooks.luma` were already imported (median diff, ms)",
-         f"{med['luma_hook_preloaded'] - med['empty']:.0f}", "what a lazy hook import would leave", "report", ""],
-        ["Import of luma_provider operators + sensors alone (median ms)", f"{med['import']:.0f}",
-         f"{len(samples['import'])} samples", "report", ""],
-        ["Modules newly imported by the parse (luma / empty)",
-         f"{info['luma']['new_modules']} / {info['empty']['new_modules']}",
-         f"luma_provider modules: {len(info['luma']['provider_modules'])}", "report", ""],
+        [
+            "Parse + serialize, luma_daily_content (median ms)",
+            f"{med['luma']:.0f}",
+            f"min {min(samples['luma']) * 1000:.0f} / max {max(samples['luma']) * 1000:.0f}",
+            "report",
+            "",
+        ],
+        [
+            "Parse + serialize, same DAG with EmptyOperators (median ms)",
+            f"{med['empty']:.0f}",
+            f"min {min(samples['empty']) * 1000:.0f} / max {max(samples['empty']) * 1000:.0f}",
+            "report",
+            "",
+        ],
+        [
+            "**Extra parse time from the provider (median difference, ms)**",
+            f"{extra:.0f}",
+            "",
+            "<= 30",
+            verdict(extra <= 30),
+        ],
+        [
+            "Diagnostic: extra time if `luma_provider.hooks.luma` were already imported (median diff, ms)",
+            f"{med['luma_hook_preloaded'] - med['empty']:.0f}",
+            "what a lazy hook import would leave",
+            "report",
+            "",
+        ],
+        [
+            "Import of luma_provider operators + sensors alone (median ms)",
+            f"{med['import']:.0f}",
+            f"{len(samples['import'])} samples",
+            "report",
+            "",
+        ],
+        [
+            "Modules newly imported by the parse (luma / empty)",
+            f"{info['luma']['new_modules']} / {info['empty']['new_modules']}",
+            f"luma_provider modules: {len(info['luma']['provider_modules'])}",
+            "report",
+            "",
+        ],
     ]
     title = f"### Parse cost: `dags/{DAG_FILE}` in fresh subprocesses, {args.repeat} samples per variant\n\n"
     table = title + markdown_table(["Metric", "Value", "Spread", "Goal", "Result"], rows)
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"results": {"samples": samples, "median_ms": med, "extra_ms": extra,
-                                                     "info": info,
-                                                     "loadavg": open("/proc/loadavg").read().split()[:3]},
-                                         "table": table}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": {
+                        "samples": samples,
+                        "median_ms": med,
+                        "extra_ms": extra,
+                        "info": info,
+                        "loadavg": open("/proc/loadavg").read().split()[:3],
+                    },
+                    "table": table,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, ROOT, bench_env, loadavg, wait_for_quiet_machine  # noqa: E402
+from _common import PYTHON, ROOT, bench_env, loadavg, wait_for_quiet_machine
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
@@ -43,12 +43,18 @@ def machine_info() -> dict[str, object]:
     except OSError:
         pass
     versions = subprocess.run(
-        [PYTHON, "-c", "import airflow, importlib.metadata as m; print(airflow.__version__, "
-                       "m.version('apache-airflow-providers-http'), m.version('aiohttp'), m.version('requests'))"],
-        capture_output=True, text=True, env=bench_env(),
+        [
+            PYTHON,
+            "-c",
+            "import airflow, importlib.metadata as m; print(airflow.__version__, "
+            "m.version('apache-airflow-providers-http'), m.version('aiohttp'), m.version('requests'))",
+        ],
+        capture_output=True,
+        text=True,
+        env=bench_env(),
     ).stdout.split()
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kib / 1024**2, 1),
@@ -62,7 +68,9 @@ def machine_info() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test, not for the record)")
     parser.add_argument("--max-load", type=float, default=1.5)
@@ -70,16 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     info = machine_info()
-    print(f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, Python {info['python']}, "
-          f"Airflow {info['airflow']}, providers-http {info['providers_http']}, {info['date']}", flush=True)
+    print(
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, Python {info['python']}, "
+        f"Airflow {info['airflow']}, providers-http {info['providers_http']}, {info['date']}",
+        flush=True,
+    )
     tables, loads, failed = [], {}, []
     for name in args.only.split(","):
         script, extra, quick = BENCHMARKS[name]
         load_before = wait_for_quiet_machine(args.max_load)
         out = args.out / f"{name}.json"
         cmd = [PYTHON, str(HERE / script), "--json", str(out), *extra, *(quick if args.quick else [])]
-        print(f"\n[bench] {name}: 1-min load {load_before:.2f}; running {' '.join(cmd[1:])}", file=sys.stderr,
-              flush=True)
+        print(
+            f"\n[bench] {name}: 1-min load {load_before:.2f}; running {' '.join(cmd[1:])}",
+            file=sys.stderr,
+            flush=True,
+        )
         proc = subprocess.run(cmd, cwd=ROOT, env=bench_env(), stdout=subprocess.PIPE, text=True)
         loads[name] = {"before": load_before, "after": loadavg()}
         if proc.returncode != 0 or not out.exists():
@@ -87,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(f"### {name}: benchmark failed (exit {proc.returncode})\n\n{proc.stdout[-2000:]}")
             continue
         table = json.loads(out.read_text())["table"]
-        tables.append(f"{table}\n\n_1-min load average: {load_before:.2f} before, {loads[name]['after']:.2f} after._")
+        tables.append(
+            f"{table}\n\n_1-min load average: {load_before:.2f} before, {loads[name]['after']:.2f} after._"
+        )
     (args.out / "machine.json").write_text(json.dumps({**info, "load": loads, "quick": args.quick}, indent=2))
     print()
     print("\n\n".join(tables))

@@ -26,13 +26,14 @@ from __future__ import annotations
 import os
 
 import pendulum
-
 from airflow.sdk import DAG, Asset, Param, task
 from luma_common import AIRFLOW_HOME, OUTPUT_ROOT, raise_if_any_failed, video_group
 
 #: The prompts file this DAG watches (YAML list or CSV, see ``luma_provider.prompts``).
 PROMPTS_ASSET = Asset(
-    os.environ.get("LUMA_PROMPTS_ASSET", f"file://{os.path.join(AIRFLOW_HOME, 'luma_prompts', 'incoming.yaml')}")
+    os.environ.get(
+        "LUMA_PROMPTS_ASSET", f"file://{os.path.join(AIRFLOW_HOME, 'luma_prompts', 'incoming.yaml')}"
+    )
 )
 #: Emitted once per batch; the event's ``extra`` says where the manifest is and how it went.
 BATCH_ASSET = Asset("luma://batches/incoming")
@@ -70,8 +71,9 @@ with DAG(
     @task(trigger_rule="all_done", outlets=[BATCH_ASSET], templates_dict={"batch_dir": BATCH_DIR})
     def report(run_id: str, templates_dict: dict, ti=None, outlet_events=None) -> dict:
         """Manifest + gallery for every prompt, then describe the batch in the asset event."""
-        from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME
         from luma_common import write_run_report
+
+        from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME
 
         batch_dir = templates_dict["batch_dir"]
         manifest = write_run_report(ti=ti, run_id=run_id, output_dir=batch_dir, group_id="generate")

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import task_group
+
 from luma_provider.operators.luma import LumaDownloadVideoOperator, LumaGenerateOperator
 from luma_provider.sensors.luma import LumaTaskSensor
 
@@ -46,19 +47,37 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     @task_group(group_id=group_id)
     def generate(prompt, aspect_ratio, loop, expand_prompt, image_url, image_end_url, model):
         submit = LumaGenerateOperator(
-            task_id="submit", prompt=prompt, aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
-            image_url=image_url, image_end_url=image_end_url, model=model, pool=POOL,
-            idempotency_key=idempotency_key, retries=2, retry_delay=timedelta(seconds=30),
+            task_id="submit",
+            prompt=prompt,
+            aspect_ratio=aspect_ratio,
+            loop=loop,
+            expand_prompt=expand_prompt,
+            image_url=image_url,
+            image_end_url=image_end_url,
+            model=model,
+            pool=POOL,
+            idempotency_key=idempotency_key,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
         )
         # map_label=prompt: every step of a prompt shows that prompt in the UI, like submit does.
         wait = LumaTaskSensor(
-            task_id="wait", generation_id=submit.output, poll_interval=POLL_INTERVAL, timeout=60 * 60,
+            task_id="wait",
+            generation_id=submit.output,
+            poll_interval=POLL_INTERVAL,
+            timeout=60 * 60,
             map_label=prompt,
         )
         # Returning the tail makes a downstream `report` wait for every step of every prompt.
         return LumaDownloadVideoOperator(
-            task_id="download", generation_id=wait.output, include_thumbnail=True, pool=POOL,
-            retries=2, retry_delay=timedelta(seconds=30), destination=destination, map_label=prompt,
+            task_id="download",
+            generation_id=wait.output,
+            include_thumbnail=True,
+            pool=POOL,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
+            destination=destination,
+            map_label=prompt,
         )
 
     return generate
@@ -72,8 +91,9 @@ def raise_if_any_failed(summary: dict[str, Any]) -> None:
         raise RuntimeError(f"{len(failed)} of {summary['total']} generations did not complete: {lines}")
 
 
-def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
-                     title: str = "Luma video batch") -> dict[str, Any]:
+def write_run_report(
+    *, ti: Any, run_id: str, output_dir: str, group_id: str, title: str = "Luma video batch"
+) -> dict[str, Any]:
     """Report on every mapped instance of a ``video_group`` (``luma_provider.report.write_report``).
 
     Reads ``load_prompts``'s XCom (the prompt rows), each submit's ``generation`` XCom and the
@@ -82,17 +102,27 @@ def write_run_report(*, ti: Any, run_id: str, output_dir: str, group_id: str,
     Zero, one or many download results all work (Airflow 3 returns one result unwrapped).
     """
     # Non-dict rows are kept (as a bare prompt) so list positions stay aligned with map indexes.
-    prompts = [p if isinstance(p, dict) else {"prompt": str(p)}
-               for p in _as_list(ti.xcom_pull(task_ids="load_prompts"))]
-    submitted = [ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
-                 for i in range(len(prompts))]
+    prompts = [
+        p if isinstance(p, dict) else {"prompt": str(p)}
+        for p in _as_list(ti.xcom_pull(task_ids="load_prompts"))
+    ]
+    submitted = [
+        ti.xcom_pull(task_ids=f"{group_id}.submit", key="generation", map_indexes=i)
+        for i in range(len(prompts))
+    ]
     downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download"))
     by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
     rows = []
-    for p, s in zip(prompts, submitted):
+    for p, s in zip(prompts, submitted, strict=False):
         gen_id = s.get("id") if isinstance(s, dict) else None
-        rows.append({"prompt": p.get("prompt"), "aspect_ratio": p.get("aspect_ratio"),
-                     "generation_id": gen_id, "download": by_id.get(gen_id) if gen_id else None})
+        rows.append(
+            {
+                "prompt": p.get("prompt"),
+                "aspect_ratio": p.get("aspect_ratio"),
+                "generation_id": gen_id,
+                "download": by_id.get(gen_id) if gen_id else None,
+            }
+        )
     from luma_provider.report import write_report
 
     return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title)

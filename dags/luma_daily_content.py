@@ -26,7 +26,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pendulum
-
 from airflow.sdk import DAG, Param, task
 from luma_common import OUTPUT_ROOT, RUN_DATE, raise_if_any_failed, video_group
 
@@ -59,8 +58,12 @@ with DAG(
         """Manifest + gallery for every prompt of the run, whatever state each ended in."""
         from luma_common import write_run_report
 
-        return write_run_report(ti=ti, run_id=run_id, group_id="generate",
-                                output_dir=f"{params['output_root']}/{templates_dict['run_date']}")
+        return write_run_report(
+            ti=ti,
+            run_id=run_id,
+            group_id="generate",
+            output_dir=f"{params['output_root']}/{templates_dict['run_date']}",
+        )
 
     @task
     def check(summary: dict) -> None:
@@ -68,9 +71,9 @@ with DAG(
         raise_if_any_failed(summary)
 
     # One submit -> wait -> download group per prompt (see luma_common.video_group).
-    groups = video_group(
-        f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE
-    ).expand_kwargs(load_prompts())
+    groups = video_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE).expand_kwargs(
+        load_prompts()
+    )
     summary = report()
     groups >> summary
     check(summary)

@@ -23,17 +23,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-
 from airflow.sdk import DAG, Param, task
 from luma_common import OUTPUT_ROOT, POLL_INTERVAL, POOL, raise_if_any_failed
+
 from luma_provider.operators.luma import LumaDownloadVideoOperator, LumaGenerateOperator
 from luma_provider.sensors.luma import LumaTaskSensor
 
 # 16x9 solid-colour PNGs (dawn orange -> dusk blue), small enough to inline.
-DAWN_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAJCAIAAAC0SDtlAAAAFElEQVR42mP432NDEmIY1TAo"
-            "NAAA7oUAAD0x4zoAAAAASUVORK5CYII=")
-DUSK_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAJCAIAAAC0SDtlAAAAE0lEQVR42mOQ08gjCTGMahgU"
-            "GgAPcmVBrhWERQAAAABJRU5ErkJggg==")
+DAWN_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAJCAIAAAC0SDtlAAAAFElEQVR42mP432NDEmIY1TAo"
+    "NAAA7oUAAD0x4zoAAAAASUVORK5CYII="
+)
+DUSK_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAJCAIAAAC0SDtlAAAAE0lEQVR42mOQ08gjCTGMahgU"
+    "GgAPcmVBrhWERQAAAABJRU5ErkJggg=="
+)
 
 OUTPUT_DIR = "{{ params.output_root }}/image_to_video/{{ dag_run.run_after | ts_nodash }}"
 RETRY = {"pool": POOL, "retries": 2, "retry_delay": timedelta(seconds=30)}
@@ -46,37 +50,55 @@ with DAG(
     catchup=False,
     tags=["luma", "example"],
     params={
-        "prompt": Param("Time-lapse of a harbour from dawn to dusk, boats gliding, soft clouds", type="string"),
+        "prompt": Param(
+            "Time-lapse of a harbour from dawn to dusk, boats gliding, soft clouds", type="string"
+        ),
         "image_url": Param(DAWN_PNG, type="string", description="Start frame: https URL or data:image URI"),
         "image_end_url": Param(DUSK_PNG, type=["null", "string"], description="End frame (optional)"),
-        "extend_prompt": Param("The harbour lights come on as night falls, camera slowly pulls back",
-                               type="string"),
+        "extend_prompt": Param(
+            "The harbour lights come on as night falls, camera slowly pulls back", type="string"
+        ),
         "output_root": Param(OUTPUT_ROOT, type="string", description="ObjectStoragePath URI for outputs"),
     },
     doc_md=__doc__,
 ) as dag:
     keyframes = LumaGenerateOperator(
-        task_id="keyframes", prompt="{{ params.prompt }}", aspect_ratio="16:9",
-        image_url="{{ params.image_url }}", image_end_url="{{ params.image_end_url or '' }}", **RETRY,
+        task_id="keyframes",
+        prompt="{{ params.prompt }}",
+        aspect_ratio="16:9",
+        image_url="{{ params.image_url }}",
+        image_end_url="{{ params.image_end_url or '' }}",
+        **RETRY,
     )
-    wait_keyframes = LumaTaskSensor(task_id="wait_keyframes", generation_id=keyframes.output,
-                                    poll_interval=POLL_INTERVAL, timeout=60 * 60)
+    wait_keyframes = LumaTaskSensor(
+        task_id="wait_keyframes", generation_id=keyframes.output, poll_interval=POLL_INTERVAL, timeout=60 * 60
+    )
 
     # The id returned by `keyframes` feeds the extension; it may only start once that video is done.
     extend = LumaGenerateOperator(
-        task_id="extend", prompt="{{ params.extend_prompt }}", extend_generation_id=keyframes.output, **RETRY,
+        task_id="extend",
+        prompt="{{ params.extend_prompt }}",
+        extend_generation_id=keyframes.output,
+        **RETRY,
     )
     wait_keyframes >> extend
-    wait_extend = LumaTaskSensor(task_id="wait_extend", generation_id=extend.output,
-                                 poll_interval=POLL_INTERVAL, timeout=60 * 60)
+    wait_extend = LumaTaskSensor(
+        task_id="wait_extend", generation_id=extend.output, poll_interval=POLL_INTERVAL, timeout=60 * 60
+    )
 
     download_keyframes = LumaDownloadVideoOperator(
-        task_id="download_keyframes", generation_id=wait_keyframes.output, include_thumbnail=True,
-        destination=f"{OUTPUT_DIR}/", **RETRY,
+        task_id="download_keyframes",
+        generation_id=wait_keyframes.output,
+        include_thumbnail=True,
+        destination=f"{OUTPUT_DIR}/",
+        **RETRY,
     )
     download_extension = LumaDownloadVideoOperator(
-        task_id="download_extension", generation_id=wait_extend.output, include_thumbnail=True,
-        destination=f"{OUTPUT_DIR}/", **RETRY,
+        task_id="download_extension",
+        generation_id=wait_extend.output,
+        include_thumbnail=True,
+        destination=f"{OUTPUT_DIR}/",
+        **RETRY,
     )
 
     @task(trigger_rule="all_done", templates_dict={"output_dir": OUTPUT_DIR})
@@ -86,13 +108,26 @@ with DAG(
 
         pull = ti.xcom_pull
         rows = [
-            {"prompt": params["prompt"], "step": "keyframes", "generation_id": pull(task_ids="keyframes"),
-             "download": pull(task_ids="download_keyframes")},
-            {"prompt": params["extend_prompt"], "step": "extend", "generation_id": pull(task_ids="extend"),
-             "extends": pull(task_ids="keyframes"), "download": pull(task_ids="download_extension")},
+            {
+                "prompt": params["prompt"],
+                "step": "keyframes",
+                "generation_id": pull(task_ids="keyframes"),
+                "download": pull(task_ids="download_keyframes"),
+            },
+            {
+                "prompt": params["extend_prompt"],
+                "step": "extend",
+                "generation_id": pull(task_ids="extend"),
+                "extends": pull(task_ids="keyframes"),
+                "download": pull(task_ids="download_extension"),
+            },
         ]
-        return write_report(run_id=run_id, output_dir=templates_dict["output_dir"], rows=rows,
-                            title="Luma image to video + extend")
+        return write_report(
+            run_id=run_id,
+            output_dir=templates_dict["output_dir"],
+            rows=rows,
+            title="Luma image to video + extend",
+        )
 
     @task
     def check(summary: dict) -> None:

@@ -32,13 +32,13 @@ from urllib.parse import urljoin, urlsplit
 from luma_provider.connection_fields import (
     CONNECTION_FIELDS,
     DEFAULT_BATCH_SIZE,
-    DEFAULT_CONN_ID,
     DEFAULT_DOWNLOAD_STALL_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     ConnectionField,
 )
+from luma_provider.connection_fields import DEFAULT_CONN_ID as DEFAULT_CONN_ID  # re-exported
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
     LumaAPIError,
@@ -83,7 +83,15 @@ MAX_RETRY_AFTER = 120.0
 PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
 _DATA_URI_RE = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,(?P<data>.*)$", re.DOTALL)
-_RESERVED_FIELDS = {"user_prompt", "aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model_name"}
+_RESERVED_FIELDS = {
+    "user_prompt",
+    "aspect_ratio",
+    "loop",
+    "expand_prompt",
+    "image_url",
+    "image_end_url",
+    "model_name",
+}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -130,8 +138,11 @@ class ConnectionSettings:
         """Gateway-provided strings may echo the key; they reach XCom, logs and manifests."""
         if not self.api_key:
             return gen
-        changes = {f.name: self.redact(value) for f in dataclasses.fields(gen)
-                   if type(value := getattr(gen, f.name)) is str and f.name != "id"}
+        changes = {
+            f.name: self.redact(value)
+            for f in dataclasses.fields(gen)
+            if type(value := getattr(gen, f.name)) is str and f.name != "id"
+        }
         return dataclasses.replace(gen, **changes)
 
 
@@ -141,13 +152,18 @@ def _secret_forms(secret: str) -> list[str]:
 
 
 def strict_origin(url: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of an http(s) URL, or None when it is unsafe to reason about.
+    r"""``(scheme, host, port)`` of an http(s) URL, or None when it is unsafe to reason about.
 
     urllib3 and ``urlsplit`` disagree on some URLs (``http://a\\@b/`` is host ``a`` to one and
     ``b`` to the other), so anything that could be read two ways is refused: backslashes,
     userinfo, whitespace or control characters, bad ports.
     """
-    if not isinstance(url, str) or len(url) > 8192 or "\\" in url or any(c <= " " or c == "\x7f" for c in url):
+    if (
+        not isinstance(url, str)
+        or len(url) > 8192
+        or "\\" in url
+        or any(c <= " " or c == "\x7f" for c in url)
+    ):
         return None
     try:
         parts = urlsplit(url)
@@ -159,8 +175,14 @@ def strict_origin(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
 
 
-def settings_from_connection(conn_id: str, conn_type: str | None, host: str | None, password: str | None,
-                             port: int | None, extra: Mapping[str, Any]) -> ConnectionSettings:
+def settings_from_connection(
+    conn_id: str,
+    conn_type: str | None,
+    host: str | None,
+    password: str | None,
+    port: int | None,
+    extra: Mapping[str, Any],
+) -> ConnectionSettings:
     """Validate an Airflow connection's fields; the message names the field that is wrong."""
     if conn_type and conn_type not in ("luma", "http"):
         raise LumaConfigError(f"Connection {conn_id!r} has conn_type {conn_type!r}; expected 'luma'.")
@@ -168,26 +190,31 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
         raise LumaConfigError(f"Connection {conn_id!r}: extra must be a JSON object")
     host = (host or "").strip().rstrip("/")
     if not host:
-        raise LumaConfigError(f"Connection {conn_id!r} has no host; set it to the gateway base URL, "
-                              "e.g. https://gateway.example")
+        raise LumaConfigError(
+            f"Connection {conn_id!r} has no host; set it to the gateway base URL, "
+            "e.g. https://gateway.example"
+        )
     scheme_assumed = "://" not in host
     if scheme_assumed:
         host = f"https://{host}"
     if urlsplit(host).scheme not in ("http", "https"):
-        raise LumaConfigError(f"Connection {conn_id!r}: host must be an http(s) URL, got scheme "
-                              f"{urlsplit(host).scheme!r}")
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: host must be an http(s) URL, got scheme {urlsplit(host).scheme!r}"
+        )
     if host.endswith("/luma"):  # a common paste error: the routes already start with /luma
         host = host[: -len("/luma")]
     parts = urlsplit(host)
     try:
-        parts.port
+        _ = parts.port  # raises for a bad port
     except ValueError:
         raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} has an invalid port") from None
     if port and not parts.port:
         host = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
     if strict_origin(host) is None:
-        raise LumaConfigError(f"Connection {conn_id!r}: host {host!r} is not a plain http(s) URL "
-                              "(no user:password@, backslashes or spaces)")
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: host {host!r} is not a plain http(s) URL "
+            "(no user:password@, backslashes or spaces)"
+        )
 
     values = {f.name: _extra_value(conn_id, f, extra) for f in CONNECTION_FIELDS}
     prefix = str(values.pop("path_prefix")).strip().rstrip("/")
@@ -200,7 +227,12 @@ def settings_from_connection(conn_id: str, conn_type: str | None, host: str | No
     )
 
 
-_CASTS: dict[str, Callable[[Any], Any]] = {"number": float, "integer": int, "string": str, "boolean": lambda v: _to_bool(v)}
+_CASTS: dict[str, Callable[[Any], Any]] = {
+    "number": float,
+    "integer": int,
+    "string": str,
+    "boolean": lambda v: _to_bool(v),
+}
 
 
 def _extra_value(conn_id: str, spec: ConnectionField, extra: Mapping[str, Any]) -> Any:
@@ -214,18 +246,24 @@ def _extra_value(conn_id: str, spec: ConnectionField, extra: Mapping[str, Any]) 
         result = _CASTS[spec.kind](value)
     except (TypeError, ValueError, OverflowError):
         raise LumaConfigError(
-            f"Connection {conn_id!r}: extra field {spec.name!r} has invalid value {_short(value)}") from None
+            f"Connection {conn_id!r}: extra field {spec.name!r} has invalid value {_short(value)}"
+        ) from None
     if isinstance(result, float) and not math.isfinite(result):
         raise LumaConfigError(f"Connection {conn_id!r}: extra field {spec.name!r} must be a finite number")
     if spec.minimum is not None and result < spec.minimum:
         raise LumaConfigError(
-            f"Connection {conn_id!r}: extra field {spec.name!r} must be >= {spec.minimum:g}, got {_short(value)}")
+            f"Connection {conn_id!r}: extra field {spec.name!r} must be >= {spec.minimum:g}, "
+            f"got {_short(value)}"
+        )
     return result
 
 
 def _api_key(conn_id: str, password: str | None) -> str | None:
-    """The key without the whitespace a paste adds; a key that cannot be a header is refused
-    without echoing it (HTTP clients put the bad header's repr into their exceptions)."""
+    """The key without the whitespace a paste adds.
+
+    A key that cannot be a header is refused without echoing it (HTTP clients put the bad
+    header's repr into their exceptions).
+    """
     key = (password or "").strip()
     if not key:
         return None
@@ -244,17 +282,20 @@ def _short(value: Any, limit: int = 60) -> str:
 
 # ----------------------------------------------------------------------------- validation
 def validate_generation_id(generation_id: Any, field_name: str = "generation_id") -> str:
+    """A generation id, stripped, or ``LumaValidationError`` naming ``field_name``."""
     value = generation_id.strip() if isinstance(generation_id, str) else generation_id
     if not is_generation_id(value):
         raise LumaValidationError(
-            field_name, "expected a Luma generation id (up to 128 letters, digits, '-', '_', '.', ':'; "
-            f"no '..'), got {_short(generation_id)}"
+            field_name,
+            "expected a Luma generation id (up to 128 letters, digits, '-', '_', '.', ':'; "
+            f"no '..'), got {_short(generation_id)}",
         )
     return str(value)
 
 
-def validate_seconds(value: Any, field_name: str, *, minimum: float = MIN_POLL_INTERVAL,
-                     allow_none: bool = False) -> float | None:
+def validate_seconds(
+    value: Any, field_name: str, *, minimum: float = MIN_POLL_INTERVAL, allow_none: bool = False
+) -> float | None:
     """A finite number of seconds in ``[minimum, MAX_WAIT_SECONDS]`` (poll intervals, timeouts)."""
     if value is None and allow_none:
         return None
@@ -264,40 +305,48 @@ def validate_seconds(value: Any, field_name: str, *, minimum: float = MIN_POLL_I
         number = math.nan
     if not math.isfinite(number) or not minimum <= number <= MAX_WAIT_SECONDS:
         raise LumaValidationError(
-            field_name, f"must be a number of seconds between {minimum:g} and {MAX_WAIT_SECONDS:g}, "
-            f"got {_short(value)}"
+            field_name,
+            f"must be a number of seconds between {minimum:g} and {MAX_WAIT_SECONDS:g}, got {_short(value)}",
         )
     return number
 
 
 def validate_prompt(prompt: Any, field_name: str = "prompt") -> str:
+    """A non-empty prompt of at most ``MAX_PROMPT_LENGTH`` characters, stripped."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise LumaValidationError(field_name, "must be a non-empty string")
     if len(prompt) > MAX_PROMPT_LENGTH:
-        raise LumaValidationError(field_name, f"is {len(prompt)} characters; the maximum is {MAX_PROMPT_LENGTH}")
+        raise LumaValidationError(
+            field_name, f"is {len(prompt)} characters; the maximum is {MAX_PROMPT_LENGTH}"
+        )
     return prompt.strip()
 
 
 def validate_image_url(value: Any, field_name: str) -> str:
+    """An http(s) URL or a ``data:image/...;base64,`` URI with valid, non-empty base64."""
     if not isinstance(value, str) or not value.strip():
         raise LumaValidationError(field_name, "must be an http(s) URL or a data:image/...;base64, URI")
     value = value.strip()
     if value.startswith("data:"):
         match = _DATA_URI_RE.match(value)
         if not match:
-            raise LumaValidationError(field_name, "data URIs must look like data:image/<format>;base64,<data>")
+            raise LumaValidationError(
+                field_name, "data URIs must look like data:image/<format>;base64,<data>"
+            )
         data = re.sub(r"\s+", "", match["data"])
         try:
             decoded = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise LumaValidationError(field_name, "the data URI does not contain valid base64")
+            raise LumaValidationError(field_name, "the data URI does not contain valid base64") from None
         if not decoded:
             raise LumaValidationError(field_name, "the data URI holds no image data")
         return value
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise LumaValidationError(
-            field_name, f"must be an http(s) URL or a data:image/...;base64, URI, got scheme {parts.scheme or '(none)'!r}"
+            field_name,
+            "must be an http(s) URL or a data:image/...;base64, URI, "
+            f"got scheme {parts.scheme or '(none)'!r}",
         )
     return value
 
@@ -342,7 +391,9 @@ class GenerationOptions:
         if aspect_ratio in ("", None):
             aspect_ratio = None
         elif aspect_ratio not in ASPECT_RATIOS:
-            raise LumaValidationError("aspect_ratio", f"{_short(aspect_ratio)} is not one of {', '.join(ASPECT_RATIOS)}")
+            raise LumaValidationError(
+                "aspect_ratio", f"{_short(aspect_ratio)} is not one of {', '.join(ASPECT_RATIOS)}"
+            )
         if model in ("", None):
             model = None
         elif model not in MODELS:
@@ -361,14 +412,18 @@ class GenerationOptions:
             loop=None if loop is None else _bool_field("loop", loop),
             expand_prompt=None if expand_prompt is None else _bool_field("expand_prompt", expand_prompt),
             image_url=None if image_url in (None, "") else validate_image_url(image_url, "image_url"),
-            image_end_url=None if image_end_url in (None, "") else validate_image_url(image_end_url, "image_end_url"),
+            image_end_url=None
+            if image_end_url in (None, "")
+            else validate_image_url(image_end_url, "image_end_url"),
             model=model,
             extra=passthrough,
         )
         try:
             json.dumps(options.body(), allow_nan=False)
         except (TypeError, ValueError) as err:
-            raise LumaValidationError("extra", f"must be JSON-serializable, without NaN or Infinity ({err})") from None
+            raise LumaValidationError(
+                "extra", f"must be JSON-serializable, without NaN or Infinity ({err})"
+            ) from None
         return options
 
     def body(self) -> dict[str, Any]:
@@ -422,8 +477,11 @@ Flow = Generator[Request, Any, T]
 
 
 def drive(flow: Flow[T], send: Callable[[Request], Any]) -> T:
-    """Run a flow to its result: ``send`` answers each request, or raises the ``LumaError`` the
-    flow gets thrown in (so fallbacks such as "no batch route" are written once, in the flow)."""
+    """Run a flow to its result.
+
+    ``send`` answers each request, or raises the ``LumaError`` the flow gets thrown in (so
+    fallbacks such as "no batch route" are written once, in the flow).
+    """
     result: Any = None
     error: LumaError | None = None
     while True:
@@ -455,15 +513,18 @@ async def adrive(flow: Flow[T], asend: Callable[[Request], Awaitable[Any]]) -> T
 
 
 def submit_flow(body: dict[str, Any]) -> Flow[LumaGeneration]:
+    """``POST /luma/generations``: costs money, so never retried where the job may exist."""
     return (yield Request("submit", "POST", "/luma/generations", body, parse_generation, idempotent=False))
 
 
 def extend_flow(generation_id: str, body: dict[str, Any]) -> Flow[LumaGeneration]:
+    """``POST /luma/generations/{id}/extend``: a new, paid generation."""
     path = f"/luma/generations/{generation_id}/extend"
     return (yield Request("extend", "POST", path, body, parse_generation, idempotent=False))
 
 
 def get_flow(generation_id: str) -> Flow[LumaGeneration]:
+    """``GET /luma/generations/{id}``."""
     return (yield Request("get", "GET", f"/luma/generations/{generation_id}", parse=parse_generation))
 
 
@@ -474,8 +535,9 @@ class BatchSupport:
     available: bool | None = None
 
 
-def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport, *,
-                  skip_missing: bool = False) -> Flow[list[LumaGeneration]]:
+def get_many_flow(
+    ids: Iterable[str], batch_size: int, support: BatchSupport, *, skip_missing: bool = False
+) -> Flow[list[LumaGeneration]]:
     """Batch status in chunks via ``/luma/tasks``; single GETs for ids it lacks or when it is absent.
 
     :param skip_missing: leave unknown ids out of the result instead of raising
@@ -493,7 +555,9 @@ def get_many_flow(ids: Iterable[str], batch_size: int, support: BatchSupport, *,
             except LumaAPIError as err:
                 if err.status not in (404, 405) or err.code == "task_not_exist":
                     raise
-                log.info("Gateway has no batch status route (HTTP %s); using one GET per generation.", err.status)
+                log.info(
+                    "Gateway has no batch status route (HTTP %s); using one GET per generation.", err.status
+                )
                 support.available = False
         for gen_id in chunk:
             if gen_id not in found:
@@ -534,8 +598,9 @@ def probe_flow() -> Flow[tuple[bool, str]]:
 
 
 # ----------------------------------------------------------------------------- responses
-def decode(request: Request, status: int, headers: Mapping[str, str], text: str,
-           settings: ConnectionSettings) -> Any:
+def decode(
+    request: Request, status: int, headers: Mapping[str, str], text: str, settings: ConnectionSettings
+) -> Any:
     """Raw HTTP answer -> parsed result of ``request.parse``, or the matching ``LumaError``.
 
     Hostile bodies (NaN, 1e400, 100k-deep nesting, odd shapes) end as ``LumaTransportError``,
@@ -554,8 +619,15 @@ def decode(request: Request, status: int, headers: Mapping[str, str], text: str,
     _raise_for_error_envelope(request, status, payload, settings)
     try:
         result = request.parse(payload)
-    except (LumaResponseShapeError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
-            RecursionError) as err:
+    except (
+        LumaResponseShapeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as err:
         raise LumaTransportError(
             f"{request.method} {request.path}: unexpected response shape "
             f"({settings.redact(str(err))[:300]}): {_excerpt(text, settings)!r}"
@@ -582,7 +654,9 @@ def loads(text: str) -> Any:
     return json.loads(text, parse_constant=reject_constant, parse_float=finite_float)
 
 
-def _raise_for_error_envelope(request: Request, status: int, payload: Any, settings: ConnectionSettings) -> None:
+def _raise_for_error_envelope(
+    request: Request, status: int, payload: Any, settings: ConnectionSettings
+) -> None:
     # Some new-api forks answer 200 with an error envelope instead of an error status.
     if not isinstance(payload, dict) or "id" in payload:
         return
@@ -592,18 +666,26 @@ def _raise_for_error_envelope(request: Request, status: int, payload: Any, setti
     ):
         message, err_code = error_message(payload, "")
         cls = LumaNotFoundError if err_code == "task_not_exist" else LumaAPIError
-        raise cls(status, settings.redact(message), code=err_code and settings.redact(err_code),
-                  method=request.method, path=request.path)
+        raise cls(
+            status,
+            settings.redact(message),
+            code=err_code and settings.redact(err_code),
+            method=request.method,
+            path=request.path,
+        )
 
 
-def error_for_status(request: Request, status: int, headers: Mapping[str, str], text: str,
-                     settings: ConnectionSettings) -> LumaAPIError:
+def error_for_status(  # noqa: D103 - documented by its return type and the mapping below
+    request: Request, status: int, headers: Mapping[str, str], text: str, settings: ConnectionSettings
+) -> LumaAPIError:
     try:
         payload = loads(text) if text.strip() else None
     except (ValueError, RecursionError):
         payload = None
     message, code = error_message(payload, _excerpt(text, settings) or "(empty body)")
-    kwargs: dict[str, Any] = dict(code=code and settings.redact(code), method=request.method, path=request.path)
+    kwargs: dict[str, Any] = dict(
+        code=code and settings.redact(code), method=request.method, path=request.path
+    )
     message = settings.redact(message)
     if status == 429:
         return LumaRateLimitError(status, message, retry_after=retry_after_seconds(headers), **kwargs)
@@ -655,6 +737,7 @@ def _validation_detail(detail: Any) -> str | None:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The ``Retry-After`` hint in seconds, capped; None when absent, a date, NaN or infinite."""
     value = headers.get("Retry-After") or headers.get("retry-after")
     try:
         seconds = float(value) if value is not None else None
@@ -685,7 +768,9 @@ class BodyReader:
 
     PIECE = 256 * 1024
 
-    def __init__(self, content_encoding: str | None, limit: int, *, truncate: bool = False, what: str = "reply"):
+    def __init__(
+        self, content_encoding: str | None, limit: int, *, truncate: bool = False, what: str = "reply"
+    ):
         encoding = (content_encoding or "").strip().lower()
         self._decoder: Any = None
         if encoding in ("gzip", "x-gzip"):
@@ -761,6 +846,7 @@ def refused_address(host: str, addresses: Iterable[str]) -> str | None:
 
 
 def redirect_target(current: str, location: Any) -> str:
+    """The absolute URL a redirect points to (checked again before it is fetched)."""
     if not isinstance(location, str) or not location.strip():
         raise LumaDownloadError("Download redirect without a Location header")
     return urljoin(current, location.strip())
@@ -801,7 +887,10 @@ class RetryPolicy:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             log.warning(
                 "Luma %s attempt %d failed (%s); retrying in %.1fs",
-                request.name, state.attempt_number, state.outcome.exception(), state.upcoming_sleep,
+                request.name,
+                state.attempt_number,
+                state.outcome.exception(),
+                state.upcoming_sleep,
             )
 
         return dict(

@@ -25,6 +25,7 @@ def build_manifest(run_id: str, entries: Sequence[dict[str, Any]], **meta: Any) 
 
 
 def render_manifest(manifest: dict[str, Any]) -> str:
+    """The manifest as indented JSON."""
     return json.dumps(manifest, indent=2, sort_keys=False, default=str)
 
 
@@ -36,10 +37,12 @@ def render_gallery(manifest: dict[str, Any], title: str = "Luma video batch") ->
         gen_id = html.escape(entry.get("generation_id") or "not submitted")
         if entry.get("video"):
             poster = f' poster="{html.escape(entry["thumbnail"])}"' if entry.get("thumbnail") else ""
-            media = (f'<video controls loop muted playsinline preload="metadata"{poster} '
-                     f'src="{html.escape(entry["video"])}"></video>')
-            duration = f'{entry["duration"]:.1f}' if isinstance(entry.get("duration"), (int, float)) else "?"
-            status = f'{duration} s · {entry.get("width") or "?"}×{entry.get("height") or "?"}'
+            media = (
+                f'<video controls loop muted playsinline preload="metadata"{poster} '
+                f'src="{html.escape(entry["video"])}"></video>'
+            )
+            duration = f"{entry['duration']:.1f}" if isinstance(entry.get("duration"), (int, float)) else "?"
+            status = f"{duration} s · {entry.get('width') or '?'}×{entry.get('height') or '?'}"  # noqa: RUF001 - a real multiplication sign
             css = "ok"
         else:
             reason = html.escape(entry.get("failure_reason") or entry.get("state") or "no video")

@@ -43,6 +43,7 @@ MAX_ENTRY_BYTES = 64 * 1024
 
 
 def default_ledger_root() -> str:
+    """``$AIRFLOW_HOME/luma_ledger`` as a ``file://`` URI."""
     home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
     return f"file://{os.path.join(home, 'luma_ledger')}"
 
@@ -107,8 +108,11 @@ class GenerationLedger:
         folder.mkdir(parents=True, exist_ok=True)
         entry = self._entry(key)
         tmp = folder / f".{entry.name}.{uuid.uuid4().hex[:8]}.tmp"
-        payload = {"key": key, "generation_id": generation_id,
-                   "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        payload = {
+            "key": key,
+            "generation_id": generation_id,
+            "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
         tmp.write_text(json.dumps(payload), encoding="utf-8")
         tmp.rename(entry)
 
@@ -138,8 +142,9 @@ class GenerationLedger:
             held = Claim("another run (claim unreadable)", _mtime(path))
         if held is None or held.owner == owner or held.age() > ttl:
             if held is not None and held.owner != owner:
-                log.warning("Taking over a stale claim on key %r by %s (%.0f s old)", key[:80], held.owner,
-                            held.age())
+                log.warning(
+                    "Taking over a stale claim on key %r by %s (%.0f s old)", key[:80], held.owner, held.age()
+                )
             path.write_bytes(payload)
             return None
         return held
@@ -149,7 +154,11 @@ class GenerationLedger:
         if data is None or data.get("key") != key:
             return None
         owner, claimed_at = data.get("owner"), data.get("claimed_at")
-        if not isinstance(owner, str) or not isinstance(claimed_at, (int, float)) or isinstance(claimed_at, bool):
+        if (
+            not isinstance(owner, str)
+            or not isinstance(claimed_at, (int, float))
+            or isinstance(claimed_at, bool)
+        ):
             return None
         return Claim(owner[:300], float(claimed_at))
 

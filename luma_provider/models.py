@@ -1,7 +1,7 @@
 """The normalized Luma generation and the parsing of every response shape gateways send.
 
 Pure functions, no I/O: the hook's sync and async transports both call ``parse_generations``,
-so there is exactly one place that knows the shapes (see ``luma-api.md`` §A.3–A.9, §B.4):
+so there is exactly one place that knows the shapes:
 
 * the Luma-native object, or a one-element array of it (``POST/GET /luma/generations``);
 * the Kling-style wrapper ``{code, message, request_id, data{task_id, task_status}}``;
@@ -17,9 +17,8 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
-
 
 #: Every generation id, going in or coming back: it names files, so no '/', '\\', '..' or NUL.
 GENERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -30,10 +29,11 @@ MAX_URL = 8192
 
 
 def is_generation_id(value: Any) -> bool:
+    """True for a string that is safe as a generation id, a URL path part and a file name."""
     return isinstance(value, str) and GENERATION_ID_RE.match(value) is not None and ".." not in value
 
 
-class LumaState(str, Enum):
+class LumaState(StrEnum):
     """Normalized generation state; ``UNKNOWN`` means "not recognised, keep waiting"."""
 
     QUEUED = "queued"
@@ -192,8 +192,9 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
         ),
         width=_int(sized.get("width")),
         height=_int(sized.get("height")),
-        duration=_duration(video_raw.get("duration"), art_raw.get("duration"), video.get("duration"),
-                           request.get("duration")),
+        duration=_duration(
+            video_raw.get("duration"), art_raw.get("duration"), video.get("duration"), request.get("duration")
+        ),
         failure_reason=_text(obj.get("failure_reason")) or _text(obj.get("fail_reason")),
         prompt=_text(obj.get("prompt")) or _text(request.get("prompt")) or _text(obj.get("user_prompt")),
         created_at=_timestamp(obj.get("created_at")),
@@ -206,8 +207,10 @@ def _parse_task_row(row: dict[str, Any]) -> LumaGeneration:
     """A new-api task row: ``{task_id, status, fail_reason, data: {native}}``."""
     _require_id(row.get("task_id"), "task row")
     inner = _dict(row.get("data"))
-    base = _parse_native({"id": row["task_id"], **inner}) if inner else LumaGeneration(
-        id=str(row["task_id"]), state=LumaState.UNKNOWN
+    base = (
+        _parse_native({"id": row["task_id"], **inner})
+        if inner
+        else LumaGeneration(id=str(row["task_id"]), state=LumaState.UNKNOWN)
     )
     row_state = normalize_state(row.get("status"))
     if LumaState.FAILED in (row_state, base.state):
@@ -306,6 +309,6 @@ def _timestamp(value: Any) -> str | None:
     if number > 1e11:  # milliseconds (Kling-style wrapper)
         number /= 1000
     try:
-        return dt.datetime.fromtimestamp(number, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return dt.datetime.fromtimestamp(number, tz=dt.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):  # beyond year 9999
         return None

@@ -32,7 +32,9 @@ def load_prompt_file(path: str) -> list[dict[str, Any]]:
         unknown = set(row) - set(PROMPT_FIELDS)
         if unknown:
             raise LumaValidationError(
-                "prompts_file", f"entry {number} of {path} has unknown fields {sorted(unknown)}; allowed: {', '.join(PROMPT_FIELDS)}"
+                "prompts_file",
+                f"entry {number} of {path} has unknown fields {sorted(unknown)}; "
+                f"allowed: {', '.join(PROMPT_FIELDS)}",
             )
         # Every key present (None when empty): mapped task groups need the same kwargs per row.
         cleaned = {k: (None if row.get(k) in (None, "") else row[k]) for k in PROMPT_FIELDS}
@@ -49,7 +51,9 @@ def _parse_yaml(text: str) -> list[Any]:
     if isinstance(data, dict) and "prompts" in data:
         data = data["prompts"]
     if not isinstance(data, list):
-        raise LumaValidationError("prompts_file", "YAML must be a list of prompts (or a mapping with 'prompts')")
+        raise LumaValidationError(
+            "prompts_file", "YAML must be a list of prompts (or a mapping with 'prompts')"
+        )
     return data
 
 

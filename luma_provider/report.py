@@ -17,8 +17,14 @@ from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME, build_manifest, r
 log = logging.getLogger(__name__)
 
 
-def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]],
-                 title: str = "Luma video batch", luma_conn_id: str = DEFAULT_CONN_ID) -> dict[str, Any]:
+def write_report(
+    *,
+    run_id: str,
+    output_dir: str,
+    rows: Sequence[dict[str, Any]],
+    title: str = "Luma video batch",
+    luma_conn_id: str = DEFAULT_CONN_ID,
+) -> dict[str, Any]:
     """Write ``manifest.json`` + ``index.html`` into ``output_dir`` (any ``ObjectStoragePath`` URI).
 
     Each row is ``{"prompt": ..., "generation_id": id or None, "download": the download
@@ -34,25 +40,27 @@ def write_report(*, run_id: str, output_dir: str, rows: Sequence[dict[str, Any]]
 
     ids = [r["generation_id"] for r in rows if r.get("generation_id")]
     current = {g.id: g for g in LumaHook(luma_conn_id).get_generations(ids)} if ids else {}
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     entries = []
     for row in rows:
         row = dict(row)
         gen = current.get(row.pop("generation_id", None) or "")
         down = row.pop("download", None) or {}
-        entries.append({
-            **row,
-            "generation_id": gen.id if gen else None,
-            "state": gen.state.value if gen else "not_submitted",
-            "failure_reason": gen.failure_reason if gen else "submit task failed; see its log",
-            "video": _file_name(down.get("video")),
-            "thumbnail": _file_name(down.get("thumbnail")),
-            "video_uri": down.get("video"),
-            "duration": gen.duration if gen else None,
-            "width": gen.width if gen else None,
-            "height": gen.height if gen else None,
-            "timings": _timings(gen.created_at if gen else None, now),
-        })
+        entries.append(
+            {
+                **row,
+                "generation_id": gen.id if gen else None,
+                "state": gen.state.value if gen else "not_submitted",
+                "failure_reason": gen.failure_reason if gen else "submit task failed; see its log",
+                "video": _file_name(down.get("video")),
+                "thumbnail": _file_name(down.get("thumbnail")),
+                "video_uri": down.get("video"),
+                "duration": gen.duration if gen else None,
+                "width": gen.width if gen else None,
+                "height": gen.height if gen else None,
+                "timings": _timings(gen.created_at if gen else None, now),
+            }
+        )
     manifest = build_manifest(run_id, entries, output_dir=output_dir)
     folder = ObjectStoragePath(output_dir if "://" in output_dir else f"file://{output_dir}")
     folder.mkdir(parents=True, exist_ok=True)

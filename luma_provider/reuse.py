@@ -43,9 +43,18 @@ class GenerationReuse:
     :param claim_wait: seconds to wait for another run's claim on the same key to become a record.
     """
 
-    def __init__(self, hook: LumaHook, *, store: Any, ledger: GenerationLedger | None, key: str | None,
-                 owner: str, claim_wait: float = DEFAULT_CLAIM_WAIT, poll: float = 1.0,
-                 logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
+    def __init__(
+        self,
+        hook: LumaHook,
+        *,
+        store: Any,
+        ledger: GenerationLedger | None,
+        key: str | None,
+        owner: str,
+        claim_wait: float = DEFAULT_CLAIM_WAIT,
+        poll: float = 1.0,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> None:
         self.log = logger or log
         self.hook = hook
         self.store = store
@@ -59,8 +68,11 @@ class GenerationReuse:
         """A usable generation already paid for by an earlier try or, with a key, an earlier run."""
         earlier = self._store_get(STATE_AMBIGUOUS)
         if earlier:
-            self.log.warning("An earlier try of this task could not tell whether its submit was accepted (%s); "
-                        "it may exist on the gateway as well", str(earlier)[:300])
+            self.log.warning(
+                "An earlier try of this task could not tell whether its submit was accepted (%s); "
+                "it may exist on the gateway as well",
+                str(earlier)[:300],
+            )
         found = self._usable(self._store_get(STATE_GENERATION_ID), "an earlier try of this task")
         if found is None and self.ledger is not None and self.key:  # looked up only when needed
             found = self._usable(self.ledger.get(self.key), f"idempotency key {self.key!r}")
@@ -92,7 +104,8 @@ class GenerationReuse:
         return generation
 
     def _claim(self) -> LumaGeneration | None:
-        assert self.ledger is not None and self.key is not None
+        assert self.ledger is not None
+        assert self.key is not None
         deadline = time.monotonic() + self.claim_wait
         while True:
             held = self.ledger.claim(self.key, self.owner)
@@ -102,8 +115,12 @@ class GenerationReuse:
                 if found is not None:
                     self._release()
                 return found
-            self.log.info("Idempotency key %r is being submitted by %s (%.0f s ago); waiting for its record",
-                     self.key[:80], held.owner, held.age())
+            self.log.info(
+                "Idempotency key %r is being submitted by %s (%.0f s ago); waiting for its record",
+                self.key[:80],
+                held.owner,
+                held.age(),
+            )
             if time.monotonic() >= deadline:
                 raise LumaError(
                     f"Idempotency key {self.key!r} is still being submitted by {held.owner} after "
@@ -128,14 +145,24 @@ class GenerationReuse:
         try:
             generation = self.hook.get_generation(str(recorded))
         except LumaNotFoundError:  # expired, another account, or a restarted sandbox
-            self.log.warning("Generation %s recorded for %s is unknown to the gateway; not reusing it", recorded, source)
+            self.log.warning(
+                "Generation %s recorded for %s is unknown to the gateway; not reusing it", recorded, source
+            )
             return None
         if generation.state == LumaState.FAILED:
-            self.log.warning("Generation %s recorded for %s failed (%s); not reusing it",
-                        generation.id, source, generation.failure_reason)
+            self.log.warning(
+                "Generation %s recorded for %s failed (%s); not reusing it",
+                generation.id,
+                source,
+                generation.failure_reason,
+            )
             return None
-        self.log.info("Reusing generation %s recorded for %s (state %s); not submitting again",
-                 generation.id, source, generation.state.value)
+        self.log.info(
+            "Reusing generation %s recorded for %s (state %s); not submitting again",
+            generation.id,
+            source,
+            generation.state.value,
+        )
         return generation
 
     def _store_get(self, key: str) -> Any:

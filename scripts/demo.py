@@ -60,8 +60,11 @@ def rel(path: Path | str) -> str:
 
 def base_env() -> dict[str, str]:
     """The caller's environment minus any Airflow settings: the demo uses its own home."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_CONFIG"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) and k != "AIRFLOW_CONFIG"
+    }
     env.update(
         AIRFLOW_HOME=str(AIRFLOW_HOME),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
@@ -80,8 +83,13 @@ def migrate(env: dict[str, str]) -> None:
         return
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     say(f"preparing the Airflow metadata database in {rel(AIRFLOW_HOME)}/ (first run only, ~10 s)...")
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if proc.returncode != 0:
         print(proc.stdout[-4000:], file=sys.stderr)
         fail("airflow db migrate failed (output above)")
@@ -102,9 +110,25 @@ class Sandbox:
         port_file = Path(tempfile.mkdtemp(prefix="luma-demo-")) / "url"
         log = open(AIRFLOW_HOME / "sandbox.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "luma_provider.sandbox", "--port", "0", "--port-file", str(port_file),
-             "--api-key", self.key, "--queue-seconds", "1", "--process-seconds", "3"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "luma_provider.sandbox",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--api-key",
+                self.key,
+                "--queue-seconds",
+                "1",
+                "--process-seconds",
+                "3",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 20
         while not port_file.exists():
@@ -127,31 +151,57 @@ class Sandbox:
 
 # What to show from `airflow dags test` output; everything is also in demo.log.
 _PATTERNS = [
-    (re.compile(r"Submitted Luma generation (\S+) for prompt '(.*)'"),
-     lambda m: f"submitted {m[1][:8]}  {m[2]!s}"),
+    (
+        re.compile(r"Submitted Luma generation (\S+) for prompt '(.*)'"),
+        lambda m: f"submitted {m[1][:8]}  {m[2]!s}",
+    ),
     (re.compile(r"Reusing generation (\S+)"), lambda m: f"reusing {m[1][:8]} from an earlier try"),
-    (re.compile(r"Deferring: waiting for (\d+) generation"),
-     lambda m: "waiting: sensor deferred to the triggerer (no worker slot held)"),
-    (re.compile(r"Generation (\S+) is completed \(raw '[^']*'\) after (\S+)"),
-     lambda m: f"rendered  {m[1][:8]}"),
+    (
+        re.compile(r"Deferring: waiting for (\d+) generation"),
+        lambda m: "waiting: sensor deferred to the triggerer (no worker slot held)",
+    ),
+    (
+        re.compile(r"Generation (\S+) is completed \(raw '[^']*'\) after (\S+)"),
+        lambda m: f"rendered  {m[1][:8]}",
+    ),
     (re.compile(r"Generation (\S+) completed: "), lambda m: f"ready     {m[1][:8]}"),
-    (re.compile(r"Downloaded (\S+\.mp4) \((\d+) bytes\)"),
-     lambda m: f"saved     {rel(m[1])} ({int(m[2]) // 1024} KB)"),
+    (
+        re.compile(r"Downloaded (\S+\.mp4) \((\d+) bytes\)"),
+        lambda m: f"saved     {rel(m[1])} ({int(m[2]) // 1024} KB)",
+    ),
     (re.compile(r"LumaGenerationFailed: (.*)"), lambda m: f"FAILED    {m[1]}"),
-    (re.compile(r"Wrote manifest.json and index.html in \S+: (\{[^}]*\})"),
-     lambda m: f"report    manifest.json + index.html written: {m[1]}"),
+    (
+        re.compile(r"Wrote manifest.json and index.html in \S+: (\{[^}]*\})"),
+        lambda m: f"report    manifest.json + index.html written: {m[1]}",
+    ),
     (re.compile(r"RuntimeError: (.*did not complete.*)"), lambda m: f"check     {m[1]}"),
 ]
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
 
 
 def run_dag(env: dict[str, str], prompts_file: Path, ds: str) -> int:
-    cmd = [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, ds,
-           "-c", json.dumps({"prompts_file": str(prompts_file)})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "airflow",
+        "dags",
+        "test",
+        DAG_ID,
+        ds,
+        "-c",
+        json.dumps({"prompts_file": str(prompts_file)}),
+    ]
     seen: set[str] = set()
     with open(LOG_FILE, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, errors="replace")
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            errors="replace",
+        )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -188,14 +238,16 @@ def main() -> int:
         _SECRETS.append(api_key)
         base_url = os.environ.get("LUMA_BASE_URL", "").strip()
         if not base_url.startswith(("http://", "https://")):
-            fail("LUMA_API_KEY is set, so LUMA_BASE_URL must name your gateway, e.g. "
-                 "LUMA_BASE_URL=https://api.yescale.io (unset LUMA_API_KEY to use the local sandbox)")
+            fail(
+                "LUMA_API_KEY is set, so LUMA_BASE_URL must name your gateway, e.g. "
+                "LUMA_BASE_URL=https://api.yescale.io (unset LUMA_API_KEY to use the local sandbox)"
+            )
     import yaml  # after the checks above: a clear error beats a slow import
 
     prompts = yaml.safe_load(prompts_file.read_text(encoding="utf-8")) or []
     if isinstance(prompts, dict):
         prompts = prompts.get("prompts") or []
-    ds = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    ds = dt.datetime.now(dt.UTC).date().isoformat()
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     sandbox = None if api_key else Sandbox()
     code = 1
@@ -205,8 +257,12 @@ def main() -> int:
             say(f"Luma sandbox (local fake gateway, no credits) listening on {url}")
             env["LUMA_POLL_INTERVAL"] = "1"
             # Its media is served from 127.0.0.1, which downloads refuse unless allowed.
-            conn = {"conn_type": "luma", "host": url, "password": sandbox.key,
-                    "extra": {"allow_private_downloads": True}}
+            conn = {
+                "conn_type": "luma",
+                "host": url,
+                "password": sandbox.key,
+                "extra": {"allow_private_downloads": True},
+            }
         else:
             say(f"using the real Luma gateway at {base_url} (API key from LUMA_API_KEY; this spends credits)")
             conn = {"conn_type": "luma", "host": base_url, "password": api_key}

@@ -8,7 +8,6 @@ operation is a flow from there, run by ``api.drive`` (sync) or ``api.adrive`` (a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import socket
@@ -27,7 +26,6 @@ from airflow.providers.http.hooks.http import TCPKeepAliveAdapter
 
 from luma_provider import __version__, api
 from luma_provider.exceptions import (
-    LumaConfigError,
     LumaDownloadError,
     LumaError,
     LumaGenerationFailed,
@@ -149,8 +147,9 @@ class LumaHook(BaseHook):
         session = requests.Session()
         session.auth = BearerAuth(settings)
         session.verify = settings.verify_ssl
-        session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT,
-                                "Accept-Encoding": ACCEPT_ENCODING})
+        session.headers.update(
+            {"Accept": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
+        )
         adapter = TCPKeepAliveAdapter(pool_maxsize=HTTP_POOL_SIZE)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -181,14 +180,25 @@ class LumaHook(BaseHook):
         :param model: ``ray-2`` or ``ray-1-6`` (or a gateway ``ray-vN`` name).
         :param extra: other gateway fields passed through (``resolution``, ``duration``...).
         """
-        options = _options(prompt, dict(aspect_ratio=aspect_ratio, loop=loop, expand_prompt=expand_prompt,
-                                        image_url=image_url, image_end_url=image_end_url, model=model), extra)
+        options = _options(
+            prompt,
+            dict(
+                aspect_ratio=aspect_ratio,
+                loop=loop,
+                expand_prompt=expand_prompt,
+                image_url=image_url,
+                image_end_url=image_end_url,
+                model=model,
+            ),
+            extra,
+        )
         generation = self._drive(api.submit_flow(options.body()))
         self.log.info("Luma accepted generation %s (state %s)", generation.id, generation.raw_state)
         return generation
 
-    def extend_generation(self, generation_id: str, prompt: str | api.GenerationOptions,
-                          **options: Any) -> LumaGeneration:
+    def extend_generation(
+        self, generation_id: str, prompt: str | api.GenerationOptions, **options: Any
+    ) -> LumaGeneration:
         """Extend a completed generation; returns the *new* generation (poll its id).
 
         :param generation_id: id of the completed generation to extend.
@@ -238,7 +248,9 @@ class LumaHook(BaseHook):
             if all(g.state == LumaState.COMPLETED for g in generations):
                 return generations
             if deadline is not None and time.monotonic() + poll_interval > deadline:
-                raise LumaTimeoutError(f"Generations {ids} not completed after {timeout:.0f}s (states: {seen})")
+                raise LumaTimeoutError(
+                    f"Generations {ids} not completed after {timeout:.0f}s (states: {seen})"
+                )
             time.sleep(poll_interval)
 
     def test_connection(self) -> tuple[bool, str]:
@@ -253,7 +265,9 @@ class LumaHook(BaseHook):
         """Async twin of ``get_generation`` (same flow, aiohttp transport)."""
         return await self._adrive(api.get_flow(api.validate_generation_id(generation_id)))
 
-    async def aget_generations(self, ids: Iterable[str], *, skip_missing: bool = False) -> list[LumaGeneration]:
+    async def aget_generations(
+        self, ids: Iterable[str], *, skip_missing: bool = False
+    ) -> list[LumaGeneration]:
         """Async twin of ``get_generations``; ``skip_missing`` leaves unknown ids out instead of raising."""
         settings = await self.aget_settings()
         return await self._adrive(self._get_many(ids, settings.batch_size, skip_missing=skip_missing))
@@ -264,8 +278,9 @@ class LumaHook(BaseHook):
             await self._aiohttp_session.close()
             self._aiohttp_session = None
 
-    def _get_many(self, ids: Iterable[str], batch_size: int,
-                  skip_missing: bool = False) -> api.Flow[list[LumaGeneration]]:
+    def _get_many(
+        self, ids: Iterable[str], batch_size: int, skip_missing: bool = False
+    ) -> api.Flow[list[LumaGeneration]]:
         ids = [api.validate_generation_id(i, "ids") for i in ids]
         return api.get_many_flow(ids, batch_size, self._batch, skip_missing=skip_missing)
 
@@ -300,20 +315,29 @@ class LumaHook(BaseHook):
         deadline = time.monotonic() + settings.timeout
         try:
             response = self.session.request(
-                request.method, url, json=request.json, timeout=(settings.timeout, settings.timeout),
-                allow_redirects=False, stream=True,
+                request.method,
+                url,
+                json=request.json,
+                timeout=(settings.timeout, settings.timeout),
+                allow_redirects=False,
+                stream=True,
             )
             try:
                 limit = settings.max_response_bytes if response.status_code < 400 else api.ERROR_BODY_LIMIT
-                reader = api.BodyReader(response.headers.get("Content-Encoding"), limit,
-                                        truncate=response.status_code >= 400, what=f"{request.method} {request.path}")
+                reader = api.BodyReader(
+                    response.headers.get("Content-Encoding"),
+                    limit,
+                    truncate=response.status_code >= 400,
+                    what=f"{request.method} {request.path}",
+                )
                 body = b"".join(_read_body(response, reader, deadline))
             finally:
                 response.close()
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             raise _transport_error(request, err, sent=not _never_connected(err), settings=settings) from None
-        return api.decode(request, response.status_code, response.headers, body.decode("utf-8", "replace"),
-                          settings)
+        return api.decode(
+            request, response.status_code, response.headers, body.decode("utf-8", "replace"), settings
+        )
 
     async def _asend_once(self, request: api.Request) -> Any:
         import aiohttp
@@ -324,12 +348,20 @@ class LumaHook(BaseHook):
         self.requests_sent += 1
         try:
             async with session.request(
-                request.method, url, json=request.json, headers=settings.auth_headers_for(url),
-                allow_redirects=False, ssl=None if settings.verify_ssl else False,
+                request.method,
+                url,
+                json=request.json,
+                headers=settings.auth_headers_for(url),
+                allow_redirects=False,
+                ssl=None if settings.verify_ssl else False,
             ) as response:
                 limit = settings.max_response_bytes if response.status < 400 else api.ERROR_BODY_LIMIT
-                reader = api.BodyReader(response.headers.get("Content-Encoding"), limit,
-                                        truncate=response.status >= 400, what=f"{request.method} {request.path}")
+                reader = api.BodyReader(
+                    response.headers.get("Content-Encoding"),
+                    limit,
+                    truncate=response.status >= 400,
+                    what=f"{request.method} {request.path}",
+                )
                 pieces: list[bytes] = []
                 async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
                     pieces.extend(reader.feed(chunk))
@@ -337,7 +369,7 @@ class LumaHook(BaseHook):
                         break
                 pieces.extend(reader.finish())
                 status, headers = response.status, response.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as err:
             never = isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
             raise _transport_error(request, err, sent=not never, settings=settings) from None
         # Lenient decode: a non-UTF-8 body must become a LumaTransportError in decode().
@@ -350,7 +382,11 @@ class LumaHook(BaseHook):
             self._aiohttp_session = aiohttp.ClientSession(
                 # total: the documented timeout bounds the whole request, body included.
                 timeout=aiohttp.ClientTimeout(total=settings.timeout),
-                headers={"Accept": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+                headers={
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                },
                 connector=aiohttp.TCPConnector(limit=HTTP_POOL_SIZE, keepalive_timeout=KEEPALIVE_SECONDS),
                 auto_decompress=False,  # BodyReader decodes, with a cap on the decoded size
             )
@@ -384,9 +420,16 @@ class LumaHook(BaseHook):
         gen = self.resolve_generation(generation)
         url = gen.video_url or self.get_download_url(gen.id)
         if not url:
-            raise LumaDownloadError(f"Generation {gen.id} (state {gen.state.value}) has no video URL to download")
-        return self.download_file(url, destination, default_name=f"{gen.id}.mp4", max_bytes=max_bytes,
-                                  storage_conn_id=storage_conn_id)
+            raise LumaDownloadError(
+                f"Generation {gen.id} (state {gen.state.value}) has no video URL to download"
+            )
+        return self.download_file(
+            url,
+            destination,
+            default_name=f"{gen.id}.mp4",
+            max_bytes=max_bytes,
+            storage_conn_id=storage_conn_id,
+        )
 
     def download_thumbnail(
         self,
@@ -399,8 +442,13 @@ class LumaHook(BaseHook):
         gen = self.resolve_generation(generation)
         if not gen.thumbnail_url:
             return None
-        return self.download_file(gen.thumbnail_url, destination, default_name=f"{gen.id}.jpg",
-                                  max_bytes=MAX_THUMBNAIL_BYTES, storage_conn_id=storage_conn_id)
+        return self.download_file(
+            gen.thumbnail_url,
+            destination,
+            default_name=f"{gen.id}.jpg",
+            max_bytes=MAX_THUMBNAIL_BYTES,
+            storage_conn_id=storage_conn_id,
+        )
 
     def download_file(
         self,
@@ -427,8 +475,11 @@ class LumaHook(BaseHook):
         for _ in range(api.MAX_REDIRECTS + 1):
             self._check_download_host(url)
             response = self.session.get(
-                url, stream=True, timeout=(settings.timeout, settings.download_stall_timeout),
-                headers={"Accept": "*/*"}, allow_redirects=False,
+                url,
+                stream=True,
+                timeout=(settings.timeout, settings.download_stall_timeout),
+                headers={"Accept": "*/*"},
+                allow_redirects=False,
             )
             if not response.is_redirect:
                 return response
@@ -462,7 +513,9 @@ class LumaHook(BaseHook):
                 expected = _content_length(response)
                 encoding = response.headers.get("Content-Encoding")
                 if expected is not None and not encoding and expected > max_bytes:
-                    raise LumaDownloadError(f"{target.name} is {expected} bytes, above the {max_bytes}-byte cap")
+                    raise LumaDownloadError(
+                        f"{target.name} is {expected} bytes, above the {max_bytes}-byte cap"
+                    )
                 reader = api.BodyReader(encoding, max_bytes, what=f"Download of {target.name}")
                 with tmp.open("wb") as out:
                     for piece in _read_body(response, reader, None):
@@ -470,13 +523,16 @@ class LumaHook(BaseHook):
             # Content-Length counts bytes on the wire (compressed, if the CDN gzips).
             if expected is not None and reader.wire_bytes != expected:
                 raise LumaTransportError(
-                    f"Short download of {target.name}: got {reader.wire_bytes} of {expected} bytes")
+                    f"Short download of {target.name}: got {reader.wire_bytes} of {expected} bytes"
+                )
             tmp.rename(target)
             return reader.size
         except LumaResponseTooLargeError:
             raise LumaDownloadError(f"{target.name} exceeded the {max_bytes}-byte cap") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
-            if isinstance(err, OSError) and not isinstance(err, (ConnectionError, TimeoutError, socket.timeout)):
+            if isinstance(err, OSError) and not isinstance(
+                err, (ConnectionError, TimeoutError, socket.timeout)
+            ):
                 raise LumaDownloadError(f"Download of {target.name} could not be written: {err}") from None
             raise LumaTransportError(f"Download of {target.name} failed: {type(err).__name__}") from None
         finally:
@@ -508,12 +564,17 @@ class LumaHook(BaseHook):
         }
 
 
-def _options(prompt: str | api.GenerationOptions, known: dict[str, Any], extra: dict[str, Any]) -> api.GenerationOptions:
+def _options(
+    prompt: str | api.GenerationOptions, known: dict[str, Any], extra: dict[str, Any]
+) -> api.GenerationOptions:
     if isinstance(prompt, api.GenerationOptions):
         given = sorted(k for k, v in known.items() if v is not None) + sorted(extra)
         if given:
-            raise LumaValidationError("options", f"{', '.join(given)} given next to a GenerationOptions; "
-                                      "set them in the GenerationOptions instead")
+            raise LumaValidationError(
+                "options",
+                f"{', '.join(given)} given next to a GenerationOptions; "
+                "set them in the GenerationOptions instead",
+            )
         return prompt
     return api.GenerationOptions.build(prompt, **known, extra=extra)
 
@@ -529,7 +590,9 @@ def _mask(secret: str | None) -> None:
     mask_secret(secret)
 
 
-def _read_body(response: requests.Response, reader: api.BodyReader, deadline: float | None) -> Iterator[bytes]:
+def _read_body(
+    response: requests.Response, reader: api.BodyReader, deadline: float | None
+) -> Iterator[bytes]:
     """Wire bytes through ``reader``; with a deadline, no read may outlast it."""
     raw = response.raw
     while not reader.full:
@@ -568,8 +631,9 @@ def _download_refused(response: requests.Response, url: str, settings: api.Conne
             f"The video URL was refused by {host} (HTTP {status}): it may have expired. Fetch the "
             "generation again for a fresh URL, or check that the CDN is reachable from the worker."
         )
-    return api.error_for_status(api.Request("download", "GET", urlsplit(url).path[:200]), status,
-                                response.headers, "", settings)
+    return api.error_for_status(
+        api.Request("download", "GET", urlsplit(url).path[:200]), status, response.headers, "", settings
+    )
 
 
 def _never_connected(err: BaseException) -> bool:
@@ -582,14 +646,17 @@ def _never_connected(err: BaseException) -> bool:
     return False
 
 
-def _transport_error(request: api.Request, err: BaseException, *, sent: bool,
-                     settings: api.ConnectionSettings) -> LumaTransportError:
+def _transport_error(
+    request: api.Request, err: BaseException, *, sent: bool, settings: api.ConnectionSettings
+) -> LumaTransportError:
     kind = type(err).__name__
     detail = settings.redact(str(err))[:300]
     hint = ""
     if settings.scheme_assumed and ("SSL" in kind or "SSL" in detail or "ssl" in detail):
-        hint = (f" (the connection host has no scheme, so https:// was assumed; if the gateway speaks "
-                f"plain HTTP, set the host to http://{urlsplit(settings.base_url).netloc})")
+        hint = (
+            f" (the connection host has no scheme, so https:// was assumed; if the gateway speaks "
+            f"plain HTTP, set the host to http://{urlsplit(settings.base_url).netloc})"
+        )
     return LumaTransportError(f"{request.method} {request.path}: {kind}: {detail}{hint}", sent=sent)
 
 

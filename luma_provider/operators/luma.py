@@ -6,15 +6,15 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
 from luma_provider import api
 from luma_provider.exceptions import LumaAmbiguousSubmitError, LumaError, LumaValidationError
 from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
-from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, key_for_request
+from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.reuse import GenerationReuse
 
@@ -72,10 +72,19 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "prompt", "aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model",
-        "extend_generation_id", "extra", "idempotency_key", "ledger_path",
+        "prompt",
+        "aspect_ratio",
+        "loop",
+        "expand_prompt",
+        "image_url",
+        "image_end_url",
+        "model",
+        "extend_generation_id",
+        "extra",
+        "idempotency_key",
+        "ledger_path",
     )
-    template_fields_renderers = {"extra": "json", "prompt": "md"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"extra": "json", "prompt": "md"}
     operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
     ui_color = "#e3d7fb"
 
@@ -120,8 +129,10 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         self.ledger_conn_id = ledger_conn_id
         self.claim_wait = api.validate_seconds(claim_wait, "claim_wait", minimum=0.0)
         if ambiguous_submit not in AMBIGUOUS_SUBMIT_CHOICES:
-            raise LumaValidationError("ambiguous_submit", f"{ambiguous_submit!r} is not one of "
-                                      f"{', '.join(AMBIGUOUS_SUBMIT_CHOICES)}")
+            raise LumaValidationError(
+                "ambiguous_submit",
+                f"{ambiguous_submit!r} is not one of {', '.join(AMBIGUOUS_SUBMIT_CHOICES)}",
+            )
         self.ambiguous_submit = ambiguous_submit
         self.luma_conn_id = luma_conn_id
         self.wait_for_completion = wait_for_completion
@@ -132,14 +143,23 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def _options(self) -> api.GenerationOptions:
         """Every option checked before any HTTP call; errors name the field and allowed values."""
         return api.GenerationOptions.build(
-            self.prompt, aspect_ratio=self.aspect_ratio, loop=self.loop, expand_prompt=self.expand_prompt,
-            image_url=self.image_url, image_end_url=self.image_end_url, model=self.model, extra=self.extra,
+            self.prompt,
+            aspect_ratio=self.aspect_ratio,
+            loop=self.loop,
+            expand_prompt=self.expand_prompt,
+            image_url=self.image_url,
+            image_end_url=self.image_end_url,
+            model=self.model,
+            extra=self.extra,
         )
 
     def execute(self, context: Context) -> Any:
         options = self._options()
-        source_id = api.validate_generation_id(self.extend_generation_id, "extend_generation_id") \
-            if self.extend_generation_id else None
+        source_id = (
+            api.validate_generation_id(self.extend_generation_id, "extend_generation_id")
+            if self.extend_generation_id
+            else None
+        )
         generation = self._submit_once(context, options, source_id)
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
         push_video_link(context, generation)
@@ -152,37 +172,49 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
 
             self.defer(
                 trigger=LumaTrigger(
-                    generation_ids=[generation.id], luma_conn_id=self.luma_conn_id,
-                    poll_interval=self.poll_interval, deadline=time.time() + self.timeout,
+                    generation_ids=[generation.id],
+                    luma_conn_id=self.luma_conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=time.time() + self.timeout,
                 ),
                 method_name="execute_complete",
                 # The trigger owns the deadline so execute_complete still runs and says why.
                 timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
             )
-        (done,) = self.hook.wait_for_generations([generation.id], poll_interval=self.poll_interval,
-                                                 timeout=self.timeout)
+        (done,) = self.hook.wait_for_generations(
+            [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
+        )
         return self._finish(done, context)
 
     @cached_property
     def ledger(self) -> GenerationLedger:
         return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
 
-    def _submit_once(self, context: Context, options: api.GenerationOptions,
-                     source_id: str | None) -> LumaGeneration:
+    def _submit_once(
+        self, context: Context, options: api.GenerationOptions, source_id: str | None
+    ) -> LumaGeneration:
         ti = context["ti"]
         reuse = GenerationReuse(
-            self.hook, store=context.get("task_state_store"), ledger=self.ledger, claim_wait=self.claim_wait,
+            self.hook,
+            store=context.get("task_state_store"),
+            ledger=self.ledger,
+            claim_wait=self.claim_wait,
             # The key scopes reuse; the request itself is always part of the entry, so one key
             # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
-            key=f"{self.idempotency_key}:{key_for_request(options.body(), source_id)}" if self.idempotency_key else None,
-            owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}", logger=self.log,
+            key=f"{self.idempotency_key}:{key_for_request(options.body(), source_id)}"
+            if self.idempotency_key
+            else None,
+            owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}",
+            logger=self.log,
         )
         try:
             return reuse.submit_once(lambda: self._submit(options, source_id))
         except LumaAmbiguousSubmitError as err:
             if self.ambiguous_submit == "retry":
-                raise LumaError(f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
-                                "and the video may be paid twice]") from err
+                raise LumaError(
+                    f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
+                    "and the video may be paid twice]"
+                ) from err
             raise
 
     def _submit(self, options: api.GenerationOptions, source_id: str | None) -> LumaGeneration:
@@ -196,8 +228,9 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         from luma_provider.triggers.luma import generations_from_event
 
-        recorded = context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_GENERATION,
-                                           map_indexes=context["ti"].map_index)
+        recorded = context["ti"].xcom_pull(
+            task_ids=self.task_id, key=XCOM_GENERATION, map_indexes=context["ti"].map_index
+        )
         ids = [recorded["id"]] if recorded else list((event or {}).get("generation_ids") or [])
         (done,) = generations_from_event(self.hook, ids, event)
         return self._finish(done, context)
@@ -218,7 +251,8 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     :param include_thumbnail: also download ``<id>.jpg`` next to the video.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param max_bytes: refuse videos larger than this.
-    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
+    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map
+        index). Templated.
     :return: the final URI (a list of them for a list input). With ``include_thumbnail``, a dict
         ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}`` per video instead.
     """
@@ -246,7 +280,9 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.include_thumbnail = include_thumbnail
         self.luma_conn_id = luma_conn_id
-        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
+        ):
             raise LumaValidationError("max_bytes", f"must be a positive number of bytes, got {max_bytes!r}")
         self.max_bytes = max_bytes
 
@@ -258,12 +294,15 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
 
     def _download(self, item: Any, folder: bool) -> Any:
         generation = self.hook.resolve_generation(
-            item if isinstance(item, dict) else api.validate_generation_id(item, "generation_id"))
+            item if isinstance(item, dict) else api.validate_generation_id(item, "generation_id")
+        )
         if generation.state != LumaState.COMPLETED or not generation.video_url:
             generation = self.hook.get_generation(generation.id)  # XCom may be stale
         destination = self._destination(folder)
         kwargs = {"max_bytes": self.max_bytes} if self.max_bytes else {}
-        video = self.hook.download_video(generation, destination, storage_conn_id=self.storage_conn_id, **kwargs)
+        video = self.hook.download_video(
+            generation, destination, storage_conn_id=self.storage_conn_id, **kwargs
+        )
         if not self.include_thumbnail:
             return video
         thumb = self.hook.download_thumbnail(generation, destination, storage_conn_id=self.storage_conn_id)
@@ -277,4 +316,3 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
 def _label(prompt: Any, limit: int = 48) -> str:
     text = " ".join(str(prompt or "").split())
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
-

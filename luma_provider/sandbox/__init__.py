@@ -80,8 +80,8 @@ This package never imports Airflow, and importing it does not import aiohttp.
 
 from __future__ import annotations
 
-from .admin import SandboxAdmin
-from .config import SandboxConfig
-from .runner import LumaSandbox
+from luma_provider.sandbox.admin import SandboxAdmin
+from luma_provider.sandbox.config import SandboxConfig
+from luma_provider.sandbox.runner import LumaSandbox
 
 __all__ = ["LumaSandbox", "SandboxAdmin", "SandboxConfig"]

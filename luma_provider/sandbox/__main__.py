@@ -9,20 +9,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_API_KEY, SHAPES, STATE_STYLES, TASKS_SHAPES, SandboxConfig, mask_secret
+from luma_provider.sandbox.config import (
+    DEFAULT_API_KEY,
+    SHAPES,
+    STATE_STYLES,
+    TASKS_SHAPES,
+    SandboxConfig,
+    mask_secret,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m luma_provider.sandbox", description="Local fake Luma gateway.")
+    parser = argparse.ArgumentParser(
+        prog="python -m luma_provider.sandbox", description="Local fake Luma gateway."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY,
-                        help="bearer token required by /luma and the /_sandbox admin routes (except health)")
-    parser.add_argument("--no-auth", action="store_true", help="accept requests without a key (admin routes too)")
+    parser.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help="bearer token required by /luma and the /_sandbox admin routes (except health)",
+    )
+    parser.add_argument(
+        "--no-auth", action="store_true", help="accept requests without a key (admin routes too)"
+    )
     parser.add_argument("--shape", choices=SHAPES, default="native-object")
     parser.add_argument("--tasks-shape", choices=TASKS_SHAPES, default="array")
     parser.add_argument("--states", choices=STATE_STYLES, default="gateway")
@@ -58,8 +73,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from .runner import start_site
-    from .server import SandboxState
+    from luma_provider.sandbox.runner import start_site
+    from luma_provider.sandbox.server import SandboxState
 
     runner, port = await start_site(args.host, args.port, SandboxState(config_from_args(args)))
     url = f"http://{args.host}:{port}"
@@ -82,10 +97,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the signal handler normally wins
         asyncio.run(serve(args))
-    except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins
-        pass
     return 0
 
 

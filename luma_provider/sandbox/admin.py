@@ -33,7 +33,9 @@ class SandboxAdmin:
         headers = {"Content-Type": "application/json"}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.url}/_sandbox/{path}", data=data, method=method, headers=headers)
+        request = urllib.request.Request(
+            f"{self.url}/_sandbox/{path}", data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")

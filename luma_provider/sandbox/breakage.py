@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -10,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import errors
-from .faults import WEIRD_STATE, FaultRule
+from luma_provider.sandbox import errors
+from luma_provider.sandbox.faults import WEIRD_STATE, FaultRule
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -32,10 +33,9 @@ def abort_connection(request: web.BaseRequest, *, hard: bool = True) -> None:
     if hard:
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:  # linger 0 => RST, the closest thing to "connection reset by peer"
+            # linger 0 => RST, the closest thing to "connection reset by peer"
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
         transport.abort()
     else:
         transport.close()
@@ -81,7 +81,9 @@ def replace_states(data: Any) -> Any:
     return data
 
 
-async def apply_fault(request: web.Request, rule: FaultRule, normal: web.Response | None) -> web.StreamResponse:
+async def apply_fault(
+    request: web.Request, rule: FaultRule, normal: web.Response | None
+) -> web.StreamResponse:
     """Build the faulty answer; ``normal`` is the real response (``None`` if not processed)."""
     kind = rule.kind
     if kind == "status":
@@ -98,12 +100,18 @@ async def apply_fault(request: web.Request, rule: FaultRule, normal: web.Respons
         return resp
     if kind == "empty":
         return web.Response(body=b"", status=int(rule.status or 200), content_type="application/json")
-    source = normal if normal is not None else json_response({"code": "placeholder", "message": "", "data": None})
+    source = (
+        normal if normal is not None else json_response({"code": "placeholder", "message": "", "data": None})
+    )
     if kind in ("reset_mid_body", "short_body"):
         return await send_partial(request, source)
     if kind == "truncated_json":
         body = source.body if isinstance(source.body, bytes) else b"{}"
         return web.Response(body=body[: len(body) // 2], status=200, content_type="application/json")
-    if kind == "unknown_state" and isinstance(source.body, bytes) and source.content_type == "application/json":
+    if (
+        kind == "unknown_state"
+        and isinstance(source.body, bytes)
+        and source.content_type == "application/json"
+    ):
         return json_response(replace_states(json.loads(source.body)), status=source.status)
     return source  # delay (already slept) and anything that does not apply to this response

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import secrets
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-SATURATED = "当前分组上游负载已饱和，请稍后再试"
+SATURATED = "当前分组上游负载已饱和，请稍后再试"  # noqa: RUF001 - the gateway's own Chinese text
 INVALID_TOKEN = "无效的令牌"
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -22,7 +22,7 @@ _ALPHABET = string.ascii_letters + string.digits
 
 def new_request_id() -> str:
     """A new-api style request id: a timestamp followed by random characters."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     return stamp + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
@@ -82,10 +82,17 @@ def default_body_for_status(status: int) -> dict:
         return rate_limited()
     if status == 502:
         return gateway_error(
-            f"bad response status code {status}", "bad_response_status_code", type_="upstream_error", param=str(status)
+            f"bad response status code {status}",
+            "bad_response_status_code",
+            type_="upstream_error",
+            param=str(status),
         )
     if status == 503:
         return gateway_error("当前分组 default 下对于模型 luma 无可用渠道", "model_not_found")
     if status == 504:
-        return gateway_error("upstream request timed out", "upstream_timeout", type_="upstream_error", param="504")
-    return gateway_error(f"upstream error: status {status}", "bad_response_status_code", type_="upstream_error")
+        return gateway_error(
+            "upstream request timed out", "upstream_timeout", type_="upstream_error", param="504"
+        )
+    return gateway_error(
+        f"upstream error: status {status}", "bad_response_status_code", type_="upstream_error"
+    )

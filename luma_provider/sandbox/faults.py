@@ -70,8 +70,18 @@ class FaultRule:
         """Build a rule from user JSON, rejecting unknown fields and values."""
         if not isinstance(data, dict):
             raise ValueError("a fault rule must be a JSON object")
-        allowed = {"route", "kind", "times", "skip", "after_processing", "status", "body", "headers",
-                   "retry_after", "seconds"}
+        allowed = {
+            "route",
+            "kind",
+            "times",
+            "skip",
+            "after_processing",
+            "status",
+            "body",
+            "headers",
+            "retry_after",
+            "seconds",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"unknown fault rule field(s): {', '.join(unknown)}")

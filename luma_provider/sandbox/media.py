@@ -15,7 +15,7 @@ import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 CLIP_COUNT = 4
@@ -28,7 +28,7 @@ def clip_index(gen_id: str) -> int:
     return hashlib.sha1(gen_id.encode()).digest()[0] % CLIP_COUNT
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(name: str) -> bytes:
     # Files are small (< 50 KB each), so keeping them in memory is cheaper than disk reads.
     return resources.files(__package__).joinpath("media", name).read_bytes()
@@ -50,7 +50,7 @@ def video_info(gen_id: str) -> ClipInfo:
     return clip_info(clip_index(gen_id))
 
 
-@lru_cache(maxsize=None)
+@cache
 def clip_info(index: int) -> ClipInfo:
     return parse_mp4_info(_read(f"sample_{index}.mp4"))
 

@@ -10,10 +10,11 @@ import asyncio
 import json
 import threading
 import urllib.parse
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from .admin import SandboxAdmin
-from .config import DEFAULT_API_KEY, SandboxConfig
+from luma_provider.sandbox.admin import SandboxAdmin
+from luma_provider.sandbox.config import DEFAULT_API_KEY, SandboxConfig
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -60,7 +61,9 @@ class LumaSandbox:
         """Start serving; returns once the port is bound (``self.port`` is then the real one)."""
         if self._thread is not None:
             return self
-        from .server import SandboxState  # aiohttp is imported only when a server really starts
+        from luma_provider.sandbox.server import (
+            SandboxState,  # aiohttp is imported only when a server really starts
+        )
 
         self._state = SandboxState(self.config)
         self._loop = asyncio.new_event_loop()
@@ -201,7 +204,7 @@ async def start_site(host: str, port: int, state: Any, *, backlog: int = 2048) -
     """Bind the app; returns the aiohttp runner and the actual port (for ``port=0``)."""
     from aiohttp import web
 
-    from .server import create_app
+    from luma_provider.sandbox.server import create_app
 
     # access_log=None: logging every poll would dominate the cost under heavy load.
     runner = web.AppRunner(create_app(state=state), access_log=None, handle_signals=False)

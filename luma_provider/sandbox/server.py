@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from . import errors, media
-from .breakage import apply_fault, json_response
-from .config import ASPECT_RATIOS, MODEL_NAMES, SandboxConfig
-from .faults import FaultRule, FaultSet
-from .state import COMPLETED, Generation, GenerationStore, render_kling, render_native, render_newapi_task
-from .stats import Stats
+from luma_provider.sandbox import errors, media
+from luma_provider.sandbox.breakage import apply_fault, json_response
+from luma_provider.sandbox.config import ASPECT_RATIOS, MODEL_NAMES, SandboxConfig
+from luma_provider.sandbox.faults import FaultRule, FaultSet
+from luma_provider.sandbox.state import (
+    COMPLETED,
+    Generation,
+    GenerationStore,
+    render_kling,
+    render_native,
+    render_newapi_task,
+)
+from luma_provider.sandbox.stats import Stats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +65,9 @@ class SandboxState:
 
 STATE_KEY = web.AppKey("luma_sandbox_state", SandboxState)
 # RequestKey only exists in recent aiohttp; a plain string works everywhere.
-FAULT_KEY: Any = web.RequestKey("luma_sandbox_fault", object) if hasattr(web, "RequestKey") else "luma_sandbox_fault"
+FAULT_KEY: Any = (
+    web.RequestKey("luma_sandbox_fault", object) if hasattr(web, "RequestKey") else "luma_sandbox_fault"
+)
 _ROUTE_NAMES: dict[Handler, str] = {}
 
 
@@ -87,7 +97,9 @@ async def _json_body(request: web.Request) -> tuple[Any, web.Response | None]:
     try:
         return json.loads(raw.decode("utf-8") if raw else ""), None
     except (ValueError, UnicodeDecodeError):
-        return None, json_response(errors.task_error("invalid_request", "request body must be valid JSON"), 400)
+        return None, json_response(
+            errors.task_error("invalid_request", "request body must be valid JSON"), 400
+        )
 
 
 def _validate_generation_body(body: Any) -> web.Response | None:
@@ -117,7 +129,9 @@ def _invalid_url(request: web.Request) -> web.Response:
     return json_response(errors.invalid_url(request.method, request.path), 404)
 
 
-def _generation_response(request: web.Request, gen: Generation, *, fresh: bool, status: int = 200) -> web.Response:
+def _generation_response(
+    request: web.Request, gen: Generation, *, fresh: bool, status: int = 200
+) -> web.Response:
     config = _sb(request).config
     if config.shape == "kling-wrapper":
         return json_response(render_kling(gen, fresh=fresh), status)
@@ -175,7 +189,9 @@ async def tasks(request: web.Request) -> web.Response:
         return error
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return json_response(errors.task_error("invalid_request", "ids must be an array of task id strings"), 400)
+        return json_response(
+            errors.task_error("invalid_request", "ids must be an array of task id strings"), 400
+        )
     found = [gen for gen in (sb.store.get(i) for i in ids) if gen is not None]
     base = _base_url(request)
     if sb.config.tasks_shape == "newapi-wrapper":
@@ -324,10 +340,9 @@ def _admin_rejection(request: web.Request, sb: SandboxState) -> web.Response | N
         message = "admin routes need Authorization: Bearer <the sandbox's API key>"
         return json_response({"error": message}, 401)
     # Bodiless POST/DELETE too: a cross-site form could otherwise reset a keyless sandbox.
-    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        if request.content_type != "application/json":
-            message = f"admin request bodies must be Content-Type: application/json, got {request.content_type!r}"
-            return json_response({"error": message}, 415)
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.content_type != "application/json":
+        message = f"admin writes must be Content-Type: application/json, got {request.content_type!r}"
+        return json_response({"error": message}, 415)
     return None
 
 
@@ -344,8 +359,13 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     status: int | str = "error"  # kept if the handler raises or the client goes away
     try:
         resp: web.StreamResponse | None = None
-        processes = rule is None or rule.processes_request or (
-            rule.kind in ("truncated_json", "reset_mid_body", "short_body") and route not in MUTATING_ROUTES
+        processes = (
+            rule is None
+            or rule.processes_request
+            or (
+                rule.kind in ("truncated_json", "reset_mid_body", "short_body")
+                and route not in MUTATING_ROUTES
+            )
         )
         if processes:
             if rule is not None and rule.kind == "delay":

@@ -20,11 +20,11 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from . import media
-from .config import SandboxConfig
+from luma_provider.sandbox import media
+from luma_provider.sandbox.config import SandboxConfig
 
 PENDING, PROCESSING, COMPLETED, FAILED = "pending", "processing", "completed", "failed"
 DEFAULT_FAILURE = "Advanced prompt moderation failed"
@@ -85,7 +85,15 @@ class GenerationStore:
             "prompt": prompt,
             "aspect_ratio": body.get("aspect_ratio") or "16:9",
         }
-        for key in ("model_name", "resolution", "duration", "loop", "expand_prompt", "image_url", "image_end_url"):
+        for key in (
+            "model_name",
+            "resolution",
+            "duration",
+            "loop",
+            "expand_prompt",
+            "image_url",
+            "image_end_url",
+        ):
             if body.get(key) is not None:
                 request[key] = body[key]
         if extend_of:
@@ -120,7 +128,7 @@ class GenerationStore:
 
 def iso(ts: float, *, micro: bool = True) -> str:
     """``2024-12-22T13:38:40.139409Z``: the gateway's ISO format."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -133,7 +141,9 @@ def media_urls(base: str, gen_id: str) -> dict[str, str]:
     }
 
 
-def render_native(gen: Generation, config: SandboxConfig, base: str, *, fresh: bool = False) -> dict[str, Any]:
+def render_native(
+    gen: Generation, config: SandboxConfig, base: str, *, fresh: bool = False
+) -> dict[str, Any]:
     """The Luma-native object (gateway or official state vocabulary).
 
     ``fresh`` renders the submit/extend response, which real gateways send with an
@@ -185,10 +195,27 @@ def _fill_completed(obj: dict[str, Any], gen: Generation, base: str, *, hide_dow
     video = {"url": urls["video"], "width": width, "height": height, "download_url": urls["download"]}
     if hide_download:  # reference §A.9: "sometimes completed but no link" on the first poll
         video["download_url"] = ""
-    video_raw = {"url": urls["download"], "width": width, "height": height, "duration": clip.duration,
-                 "media_type": "video"}
-    thumbnail = {"url": urls["thumbnail"], "width": width, "height": height, "palette": None, "media_type": "image"}
-    last_frame = {"url": urls["last_frame"], "width": width, "height": height, "palette": None, "media_type": "image"}
+    video_raw = {
+        "url": urls["download"],
+        "width": width,
+        "height": height,
+        "duration": clip.duration,
+        "media_type": "video",
+    }
+    thumbnail = {
+        "url": urls["thumbnail"],
+        "width": width,
+        "height": height,
+        "palette": None,
+        "media_type": "image",
+    }
+    last_frame = {
+        "url": urls["last_frame"],
+        "width": width,
+        "height": height,
+        "palette": None,
+        "media_type": "image",
+    }
     obj.update(video=video, video_raw=video_raw, thumbnail=thumbnail, last_frame=last_frame)
     obj["artifact"] = {
         "video": dict(video),

@@ -11,15 +11,18 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from luma_provider import api
 from luma_provider.exceptions import LumaTimeoutError
-from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
 from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
-from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger, generations_from_event, raise_if_failed
+from luma_provider.models import LumaGeneration, LumaState
+from luma_provider.triggers.luma import (
+    DEFER_TIMEOUT_GRACE,
+    LumaTrigger,
+    generations_from_event,
+    raise_if_failed,
+)
 
 if TYPE_CHECKING:
-    from luma_provider.hooks.luma import LumaHook
     from airflow.sdk import Context
-
 
 
 class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
@@ -33,7 +36,8 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     :param poll_interval: seconds between status checks (also the poke interval; at least 0.1).
     :param timeout: seconds to wait in all before failing.
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
-    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map index). Templated.
+    :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map
+        index). Templated.
     :return: the completed generation as a dict (a list of dicts when given a list).
     """
 
@@ -68,7 +72,9 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         """The rendered ``generation_id`` as a validated list of ids."""
         value = self.generation_id
         items = value if isinstance(value, (list, tuple)) else [value]
-        return [api.validate_generation_id(i["id"] if isinstance(i, dict) else i, "generation_id") for i in items]
+        return [
+            api.validate_generation_id(i["id"] if isinstance(i, dict) else i, "generation_id") for i in items
+        ]
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -95,7 +101,9 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         raise_if_failed(generations)
         waiting = [g for g in generations if g.state != LumaState.COMPLETED]
         if waiting:
-            self.log.info("Waiting for %s", ", ".join(f"{g.id} ({g.raw_state or g.state.value})" for g in waiting))
+            self.log.info(
+                "Waiting for %s", ", ".join(f"{g.id} ({g.raw_state or g.state.value})" for g in waiting)
+            )
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(generations, context))
 
@@ -118,4 +126,3 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         dicts = [g.to_dict() for g in generations]
         single = not isinstance(self.generation_id, (list, tuple))
         return dicts[0] if single else dicts
-

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from luma_provider.connection_fields import DEFAULT_CONN_ID
 from luma_provider.exceptions import (
     LumaAuthError,
     LumaError,
@@ -17,7 +18,6 @@ from luma_provider.exceptions import (
     LumaTimeoutError,
     LumaValidationError,
 )
-from luma_provider.connection_fields import DEFAULT_CONN_ID
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.poller import StatusPoller
 
@@ -64,8 +64,11 @@ class LumaTrigger(BaseTrigger):
         self.generation_ids = [api.validate_generation_id(i, "generation_ids") for i in generation_ids]
         self.luma_conn_id = luma_conn_id
         self.poll_interval: float = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
-        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
-                                     or not math.isfinite(deadline)):
+        if deadline is not None and (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not math.isfinite(deadline)
+        ):
             raise LumaValidationError("deadline", f"must be epoch seconds or None, got {deadline!r}")
         self.deadline = deadline
         self.error_budget = int(error_budget)
@@ -101,7 +104,9 @@ class LumaTrigger(BaseTrigger):
         expected_in: float | None = None
         while True:
             if self.deadline is not None and time.time() >= self.deadline:
-                return self._event("timeout", last_states, f"Timed out waiting for {self._describe(last_states)}")
+                return self._event(
+                    "timeout", last_states, f"Timed out waiting for {self._describe(last_states)}"
+                )
             results = await poller.status(ids, self.poll_interval, first=first, expected_in=expected_in)
             first, expected_in = False, None
             failures = {i: r for i, r in results.items() if isinstance(r, LumaError)}
@@ -110,10 +115,16 @@ class LumaTrigger(BaseTrigger):
                 auth_errors = auth_errors + 1 if isinstance(err, LumaAuthError) else 0
                 errors.append(f"{type(err).__name__}: {err}")
                 self._log_error(err, len(errors))
-                if auth_errors >= min(AUTH_ERROR_BUDGET, self.error_budget) or len(errors) >= self.error_budget:
+                if (
+                    auth_errors >= min(AUTH_ERROR_BUDGET, self.error_budget)
+                    or len(errors) >= self.error_budget
+                ):
                     kind = "authentication" if auth_errors else "status"
-                    return self._event("error", last_states,
-                                       f"Gave up after {len(errors)} consecutive {kind} errors; last: {errors[-1]}")
+                    return self._event(
+                        "error",
+                        last_states,
+                        f"Gave up after {len(errors)} consecutive {kind} errors; last: {errors[-1]}",
+                    )
                 continue
             errors.clear()
             auth_errors = 0
@@ -121,7 +132,9 @@ class LumaTrigger(BaseTrigger):
             self._log_transitions(generations, last_states, started)
             failed = [g for g in generations if g.state == LumaState.FAILED]
             if failed:
-                reasons = "; ".join(f"{g.id}: {g.failure_reason or 'no failure_reason given'}" for g in failed)
+                reasons = "; ".join(
+                    f"{g.id}: {g.failure_reason or 'no failure_reason given'}" for g in failed
+                )
                 return self._event("failed", last_states, f"Luma generation failed: {reasons}")
             # The gateway's estimate picks the next look when it is sooner than the next tick.
             estimates = [g.estimate_wait_seconds for g in generations if not g.is_terminal]
@@ -129,23 +142,41 @@ class LumaTrigger(BaseTrigger):
             if all(g.state == LumaState.COMPLETED for g in generations):
                 if any(not g.video_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
                     no_url_polls += 1
-                    self.log.info("Completed but no video URL yet; checking again (%d/%d)",
-                                  no_url_polls, NO_URL_GRACE_POLLS)
+                    self.log.info(
+                        "Completed but no video URL yet; checking again (%d/%d)",
+                        no_url_polls,
+                        NO_URL_GRACE_POLLS,
+                    )
                     continue
                 return self._event("success", last_states, f"{len(ids)} generation(s) completed")
 
     def _event(self, status: str, states: dict[str, str], message: str) -> dict[str, Any]:
         # No URLs or payloads: the triggerer logs events at INFO; the worker refetches.
-        return {"status": status, "generation_ids": self.generation_ids, "states": dict(states), "message": message}
+        return {
+            "status": status,
+            "generation_ids": self.generation_ids,
+            "states": dict(states),
+            "message": message,
+        }
 
-    def _log_transitions(self, generations: list[LumaGeneration], last: dict[str, str], started: float) -> None:
+    def _log_transitions(
+        self, generations: list[LumaGeneration], last: dict[str, str], started: float
+    ) -> None:
         elapsed = time.monotonic() - started
         for gen in generations:
             state = gen.state.value
             if last.get(gen.id) != state:
-                estimate = f", estimated {gen.estimate_wait_seconds:.0f}s left" if gen.estimate_wait_seconds else ""
-                self.log.info("Generation %s is %s (raw %r) after %.0fs%s",
-                              gen.id, state, gen.raw_state, elapsed, estimate)
+                estimate = (
+                    f", estimated {gen.estimate_wait_seconds:.0f}s left" if gen.estimate_wait_seconds else ""
+                )
+                self.log.info(
+                    "Generation %s is %s (raw %r) after %.0fs%s",
+                    gen.id,
+                    state,
+                    gen.raw_state,
+                    elapsed,
+                    estimate,
+                )
                 last[gen.id] = state
 
     def _log_error(self, err: LumaError, count: int) -> None:
@@ -155,11 +186,15 @@ class LumaTrigger(BaseTrigger):
             self.log.warning("Status check failed again (%d in a row): %s", count, type(err).__name__)
 
     def _describe(self, states: dict[str, str]) -> str:
-        pending = [f"{i} ({states.get(i, 'not seen')})" for i in self.generation_ids if states.get(i) != "completed"]
+        pending = [
+            f"{i} ({states.get(i, 'not seen')})" for i in self.generation_ids if states.get(i) != "completed"
+        ]
         return ", ".join(pending) or "generations"
 
 
-def generations_from_event(hook: LumaHook, ids: list[str], event: dict[str, Any] | None) -> list[LumaGeneration]:
+def generations_from_event(
+    hook: LumaHook, ids: list[str], event: dict[str, Any] | None
+) -> list[LumaGeneration]:
     """Worker side of a ``LumaTrigger`` event: allow-list it, refetch, raise the right error.
 
     :raises LumaTimeoutError: for a ``timeout`` event (sensors turn it into their own timeout).

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from luma_provider.exceptions import LumaError, LumaNotFoundError
 
@@ -44,7 +44,7 @@ class StatusPoller:
     last trigger leaves.
     """
 
-    _registry: dict[tuple[int, str], StatusPoller] = {}
+    _registry: ClassVar[dict[tuple[int, str], StatusPoller]] = {}
 
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id
@@ -82,8 +82,9 @@ class StatusPoller:
             self._task = None
         await self.hook.aclose()
 
-    async def status(self, ids: tuple[str, ...], interval: float, *, first: bool = False,
-                     expected_in: float | None = None) -> dict[str, LumaGeneration | LumaError]:
+    async def status(
+        self, ids: tuple[str, ...], interval: float, *, first: bool = False, expected_in: float | None = None
+    ) -> dict[str, LumaGeneration | LumaError]:
         """Fresh status of ``ids`` at the next tick: a generation or the error for each id.
 
         :param interval: poll interval; ticks sit on a grid of this step, shared by all triggers.
@@ -94,7 +95,7 @@ class StatusPoller:
         now = time.time()
         step = min(interval, 1.0) if first else interval
         due = (math.floor(now / step) + 1) * step
-        if expected_in is not None and 0 <= expected_in and now + expected_in < due:
+        if expected_in is not None and expected_in >= 0 and now + expected_in < due:
             due = max(math.ceil(now + expected_in), math.floor(now) + 1.0)
         waiter = _Waiter(tuple(ids), due, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
@@ -109,7 +110,9 @@ class StatusPoller:
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"luma-poller-{self.conn_id}")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"luma-poller-{self.conn_id}"
+            )
 
     async def _run(self) -> None:
         while True:
@@ -122,7 +125,7 @@ class StatusPoller:
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
                     continue  # an earlier waiter may have arrived
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             now = time.time()
             batch = [w for w in self._waiters if w.due <= now + 0.05 and not w.future.done()]
@@ -140,7 +143,9 @@ class StatusPoller:
             self.requests_sent += self.hook.requests_sent - before
             results.update({g.id: g for g in generations})
             for gen_id in wanted:
-                results.setdefault(gen_id, LumaNotFoundError(404, f"generation {gen_id} not found", path="/luma/tasks"))
+                results.setdefault(
+                    gen_id, LumaNotFoundError(404, f"generation {gen_id} not found", path="/luma/tasks")
+                )
         except LumaError as err:
             results = dict.fromkeys(wanted, err)
         except Exception as err:  # never let one bad cycle kill the poller for everyone
@@ -170,5 +175,3 @@ def _make_hook(conn_id: str) -> LumaHook:
 def active_pollers() -> dict[tuple[int, str], StatusPoller]:
     """The live pollers of this process (for tests and diagnostics)."""
     return dict(StatusPoller._registry)
-
-

@@ -15,12 +15,14 @@ import os
 import threading
 import time
 import tracemalloc
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_helpers import connection_json
 from hostile_server import KEY, HostileServer, Reply, generation, gzip_bomb, stream_reply
 from luma_provider import api
 from luma_provider.exceptions import (
@@ -79,8 +81,7 @@ def _ambiguous_replies() -> dict[str, Reply]:
 def test_ambiguous_submit_is_not_retried_by_airflow(kind, hostile, run_dag, monkeypatch):
     gateway: HostileServer = hostile()
     gateway.on(*SUBMIT, _ambiguous_replies()[kind])
-    conn = {"conn_type": "luma", "host": gateway.url, "password": KEY, "extra": {"max_retries": 2, "timeout": 2}}
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(gateway.url, key=KEY, max_retries=2, timeout=2))
     result = run_dag.run('''
         LumaGenerateOperator(task_id="submit", prompt="a red fox", retries=1, retry_delay=timedelta(0))
     ''')
@@ -95,8 +96,7 @@ def test_ambiguous_submit_is_not_retried_by_airflow(kind, hostile, run_dag, monk
 def test_ambiguous_submit_retry_option_lets_airflow_retry(hostile, run_dag, monkeypatch):
     gateway: HostileServer = hostile()
     gateway.on(*SUBMIT, Reply(502, "bad gateway"), Reply(body=generation("gen-2", "pending")))
-    conn = {"conn_type": "luma", "host": gateway.url, "password": KEY, "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(gateway.url, key=KEY, max_retries=0))
     result = run_dag.run('''
         LumaGenerateOperator(task_id="submit", prompt="a red fox", retries=1, retry_delay=timedelta(0),
                              ambiguous_submit="retry")
@@ -118,8 +118,7 @@ def test_ambiguous_submit_option_is_validated():
       "the key is claimed in the ledger first (exclusive create); the second run waits and reuses: one submit")
 def test_concurrent_runs_with_one_idempotency_key_pay_once(tmp_path, monkeypatch):
     with LumaSandbox(port=0, api_key=KEY, time_scale=0) as sandbox:
-        conn = {"conn_type": "luma", "host": sandbox.url, "password": KEY, "extra": {"max_retries": 0}}
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=KEY, max_retries=0))
         sandbox.add_fault(route="submit", kind="delay", seconds=1.0, times=2)  # both submits overlap
         ledger_root = str(tmp_path / "ledger")
         results: dict[str, Any] = {}
@@ -160,8 +159,10 @@ def test_a_stale_claim_is_taken_over(tmp_path):
       "`LumaTransportError` (no usable id); nothing written anywhere")
 def test_returned_id_with_path_traversal_is_refused(hostile, connect, tmp_path):
     gateway = hostile()
-    evil = generation("../../../x", video={"url": f"{hostile('127.0.0.1').url}/v.mp4"})
+    # The video is really there: without the id check it would be written to tmp_path/x.mp4.
+    evil = generation("../../../x", video={"url": f"{gateway.url}/v.mp4"})
     gateway.on("GET", "/luma/generations/gen-ok-1", Reply(body=evil))
+    gateway.on("GET", "/v.mp4", Reply(body=MP4))
     hook = connect(gateway.url)
     dest = tmp_path / "a" / "b" / "dest"
     dest.mkdir(parents=True)
@@ -172,8 +173,9 @@ def test_returned_id_with_path_traversal_is_refused(hostile, connect, tmp_path):
 
 @case(3, "a generation dict whose id is `a/b`, `../x`, `/abs/x`, `..`, 300 chars or holds NUL",
       "`LumaValidationError` before any request; nothing written")
-@pytest.mark.parametrize("bad_id", ["a/b", "../x", "/abs/x", "..", "x" * 300, "a\x00b", "a\\b", "a..b"])
+@pytest.mark.parametrize("bad_id", ["a/b", "../x", "<tmp>/abs/x", "..", "x" * 300, "a\x00b", "a\\b", "a..b"])
 def test_dict_ids_that_could_escape_are_refused(bad_id, hostile, connect, tmp_path):
+    bad_id = bad_id.replace("<tmp>", str(tmp_path))  # an absolute path whose damage stays visible
     cdn = hostile()
     cdn.on("GET", "/v.mp4", Reply(body=MP4, headers={"Content-Type": "video/mp4"}))
     hook = connect(cdn.url)
@@ -190,8 +192,7 @@ def test_download_operator_refuses_a_returned_traversal_id(hostile, run_dag, mon
     gateway.on("GET", "/luma/generations/gen-ok-1",
                Reply(body=generation("../../../x", video={"url": f"{gateway.url}/v.mp4"})))
     gateway.on("GET", "/v.mp4", Reply(body=MP4))
-    conn = {"conn_type": "luma", "host": gateway.url, "password": KEY, "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(gateway.url, key=KEY, max_retries=0))
     dest = tmp_path / "out" / "dest"
     result = run_dag.run(f'''
         LumaDownloadVideoOperator(task_id="download", generation_id="gen-ok-1", destination="{dest}/")
@@ -204,8 +205,7 @@ def test_download_operator_refuses_a_returned_traversal_id(hostile, run_dag, mon
 def test_download_operator_refuses_a_dict_with_a_traversal_id(hostile, run_dag, monkeypatch, tmp_path):
     cdn = hostile()
     cdn.on("GET", "/v.mp4", Reply(body=MP4))
-    conn = {"conn_type": "luma", "host": cdn.url, "password": KEY, "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(cdn.url, key=KEY, max_retries=0))
     dest = tmp_path / "out" / "dest"
     result = run_dag.run(f'''
         LumaDownloadVideoOperator(task_id="download", destination="{dest}/",
@@ -225,8 +225,10 @@ def test_backslash_url_cannot_carry_the_key_to_another_host(hostile, connect, tm
     gateway.on("GET", "/v.mp4", Reply(body=MP4))
     hook = connect(gateway.url, allow_private_downloads=True)
     url = f"http://127.0.0.2:{other.port}\\@127.0.0.1:{gateway.port}/v.mp4"
-    with pytest.raises(LumaDownloadError, match="not a plain http"):
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the leak is checked first, the type next
         hook.download_video({"id": "g1", "state": "completed", "video_url": url}, tmp_path)
+    assert [s.path for s in other.seen if "authorization" in s.headers] == []  # the key never left
+    assert isinstance(info.value, LumaDownloadError) and "not a plain http" in str(info.value)
     assert other.seen == [] and gateway.seen == []
     for sneaky in (url, f"http://user:pw@127.0.0.1:{gateway.port}/x", f"http://127.0.0.1:{gateway.port}\t/x"):
         assert hook.settings.auth_headers_for(sneaky) == {}
@@ -269,7 +271,7 @@ def test_stripped_key_is_registered_with_the_secrets_masker(hostile, connect):
 
     gateway = hostile()
     gateway.on("GET", "/luma/generations/g1", Reply(body=generation("g1")))
-    secret = f"{KEY}-masked"
+    secret = f"sk-{uuid.uuid4().hex}"  # unknown to the process-wide masker until the hook sees it
     assert redact(f"the key is {secret} end") == f"the key is {secret} end"
     connect(gateway.url, key=f"{secret}\n").get_generation("g1")
     assert redact(f"the key is {secret} end") == "the key is *** end"
@@ -304,8 +306,7 @@ def test_gateway_echoed_key_is_redacted_everywhere(hostile, connect, tmp_path):
 def test_a_huge_reply_never_becomes_a_huge_xcom(hostile, run_dag, monkeypatch):
     gateway = hostile()
     gateway.on(*SUBMIT, Reply(body=generation("gen-big", "pending", padding="x" * (10 * 1024**2))))
-    conn = {"conn_type": "luma", "host": gateway.url, "password": KEY, "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(gateway.url, key=KEY, max_retries=0))
     result = run_dag.run('''
         LumaGenerateOperator(task_id="submit", prompt="a red fox")
     ''')
@@ -430,7 +431,9 @@ def test_hostile_error_replies_are_luma_errors(name, hostile, connect):
     gateway.on("GET", "/luma/generations/g1", HOSTILE_ERRORS[name], Reply(body=generation("g1")))
     hook = connect(gateway.url, max_retries=1)
     if HOSTILE_ERRORS[name].status in (429, 503):
-        assert hook.get_generation("g1").id == "g1"  # retried after our own backoff
+        started = time.monotonic()
+        assert hook.get_generation("g1").id == "g1"  # retried after our own backoff ...
+        assert time.monotonic() - started < 10  # ... not after a NaN/inf hint (capped at 120 s)
         return
     with pytest.raises(LumaError, match="HTTP 422"):
         hook.get_generation("g1")
@@ -553,8 +556,7 @@ def test_corrupt_ledger_entry_never_blocks(content, tmp_path, caplog):
 
 
 def _sandbox_hook(sandbox: LumaSandbox) -> LumaHook:
-    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = json.dumps(
-        {"conn_type": "luma", "host": sandbox.url, "password": KEY, "extra": {"max_retries": 0}})
+    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = connection_json(sandbox.url, key=KEY, max_retries=0)
     return LumaHook()
 
 
@@ -636,14 +638,14 @@ def test_host_without_scheme_gets_a_hint(hostile, connect):
 OTHER_ROWS = [
     (15, "cross-site `text/plain` POST to `/_sandbox/config`; admin routes without the key",
      "401 without the key, 415 without a JSON content type; `GET /_sandbox/health` stays open",
-     "tests/unit/sandbox/test_sandbox_admin_security.py"),
+     "tests/integration/sandbox/test_sandbox_admin_security.py"),
     (16, "exactly one mapped download (Airflow returns a single value, not a list)",
      "the manifest and gallery list the video; 0, 1 and several results tested",
      "tests/integration/test_report.py::test_report_lists_every_downloaded_video"),
     (18, "mapped `wait`/`download` labelled by UUID and index", "labelled by prompt (`map_label`)",
      "tests/integration/test_report.py::test_mapped_instances_are_labelled_by_prompt"),
     (19, "the sandbox's captions said 5.0 s · 1360×752 for 3 s 320×180 files",
-     "metadata read from the served MP4", "tests/unit/sandbox/test_sandbox_media.py"),
+     "metadata read from the served MP4", "tests/integration/sandbox/test_sandbox_media.py"),
 ]
 
 
