@@ -6,6 +6,8 @@ every DAG parse pays for it, so nothing here imports Airflow, requests or aiohtt
 
 from __future__ import annotations
 
+from typing import Any
+
 from luma_provider.connection_fields import CONNECTION_FIELDS
 
 __version__ = "0.1.0"
@@ -13,7 +15,7 @@ __version__ = "0.1.0"
 CONNECTION_TYPE = "luma"
 
 
-def get_provider_info() -> dict:
+def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (validated against ``provider_info.schema.json``)."""
     return {
         "package-name": "airflow-provider-luma",

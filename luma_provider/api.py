@@ -26,7 +26,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
 
 from luma_provider.connection_fields import (
@@ -138,7 +138,7 @@ class ConnectionSettings:
         """Gateway-provided strings may echo the key; they reach XCom, logs and manifests."""
         if not self.api_key:
             return gen
-        changes = {
+        changes: dict[str, Any] = {
             f.name: self.redact(value)
             for f in dataclasses.fields(gen)
             if type(value := getattr(gen, f.name)) is str and f.name != "id"
@@ -293,12 +293,8 @@ def validate_generation_id(generation_id: Any, field_name: str = "generation_id"
     return str(value)
 
 
-def validate_seconds(
-    value: Any, field_name: str, *, minimum: float = MIN_POLL_INTERVAL, allow_none: bool = False
-) -> float | None:
+def validate_seconds(value: Any, field_name: str, *, minimum: float = MIN_POLL_INTERVAL) -> float:
     """A finite number of seconds in ``[minimum, MAX_WAIT_SECONDS]`` (poll intervals, timeouts)."""
-    if value is None and allow_none:
-        return None
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError, OverflowError):
@@ -340,7 +336,7 @@ def validate_image_url(value: Any, field_name: str) -> str:
             raise LumaValidationError(field_name, "the data URI does not contain valid base64") from None
         if not decoded:
             raise LumaValidationError(field_name, "the data URI holds no image data")
-        return value
+        return str(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise LumaValidationError(
@@ -348,7 +344,7 @@ def validate_image_url(value: Any, field_name: str) -> str:
             "must be an http(s) URL or a data:image/...;base64, URI, "
             f"got scheme {parts.scheme or '(none)'!r}",
         )
-    return value
+    return str(value)
 
 
 #: The generation options besides the prompt, in the order they are documented everywhere.
@@ -514,18 +510,21 @@ async def adrive(flow: Flow[T], asend: Callable[[Request], Awaitable[Any]]) -> T
 
 def submit_flow(body: dict[str, Any]) -> Flow[LumaGeneration]:
     """``POST /luma/generations``: costs money, so never retried where the job may exist."""
-    return (yield Request("submit", "POST", "/luma/generations", body, parse_generation, idempotent=False))
+    result = yield Request("submit", "POST", "/luma/generations", body, parse_generation, idempotent=False)
+    return cast(LumaGeneration, result)
 
 
 def extend_flow(generation_id: str, body: dict[str, Any]) -> Flow[LumaGeneration]:
     """``POST /luma/generations/{id}/extend``: a new, paid generation."""
     path = f"/luma/generations/{generation_id}/extend"
-    return (yield Request("extend", "POST", path, body, parse_generation, idempotent=False))
+    result = yield Request("extend", "POST", path, body, parse_generation, idempotent=False)
+    return cast(LumaGeneration, result)
 
 
 def get_flow(generation_id: str) -> Flow[LumaGeneration]:
     """``GET /luma/generations/{id}``."""
-    return (yield Request("get", "GET", f"/luma/generations/{generation_id}", parse=parse_generation))
+    result = yield Request("get", "GET", f"/luma/generations/{generation_id}", parse=parse_generation)
+    return cast(LumaGeneration, result)
 
 
 @dataclass
@@ -875,9 +874,9 @@ class RetryPolicy:
 
     def wait_seconds(self, attempt: int, error: BaseException | None) -> float:
         hint = getattr(error, "retry_after", None)
-        if hint is not None:
-            return hint
-        backoff = min(self.max_wait, self.initial_wait * 2 ** (attempt - 1))
+        if isinstance(hint, (int, float)) and math.isfinite(hint):
+            return float(hint)
+        backoff = float(min(self.max_wait, self.initial_wait * 2 ** (attempt - 1)))
         return backoff / 2 + random.uniform(0, backoff / 2)  # jitter: spread a batch's retries
 
     def tenacity_kwargs(self, request: Request) -> dict[str, Any]:
@@ -889,7 +888,7 @@ class RetryPolicy:
                 "Luma %s attempt %d failed (%s); retrying in %.1fs",
                 request.name,
                 state.attempt_number,
-                state.outcome.exception(),
+                state.outcome.exception() if state.outcome else None,
                 state.upcoming_sleep,
             )
 

@@ -7,12 +7,13 @@ Messages never contain the API key: the hook redacts it before any exception is 
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
-
 try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.0's Task SDK
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # Airflow 3.0's Task SDK has them only in airflow.exceptions
+    from airflow.exceptions import (  # type: ignore[attr-defined,no-redef]
+        AirflowException,
+        AirflowFailException,
+    )
 
 
 class LumaError(AirflowException):

@@ -53,7 +53,7 @@ class GenerationReuse:
         owner: str,
         claim_wait: float = DEFAULT_CLAIM_WAIT,
         poll: float = 1.0,
-        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        logger: Any = None,
     ) -> None:
         self.log = logger or log
         self.hook = hook

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
+import requests.auth
 import tenacity
 import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
-from airflow.providers.http.hooks.http import TCPKeepAliveAdapter
 
 from luma_provider import __version__, api
 from luma_provider.exceptions import (
@@ -150,7 +151,7 @@ class LumaHook(BaseHook):
         session.headers.update(
             {"Accept": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
         )
-        adapter = TCPKeepAliveAdapter(pool_maxsize=HTTP_POOL_SIZE)
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=HTTP_POOL_SIZE)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -233,8 +234,8 @@ class LumaHook(BaseHook):
         :raises LumaTimeoutError: when ``timeout`` seconds pass first.
         """
         ids = [api.validate_generation_id(i, "ids") for i in ids]
-        poll_interval = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
-        timeout = api.validate_seconds(timeout, "timeout", allow_none=True)
+        poll_interval = api.validate_seconds(poll_interval, "poll_interval")
+        timeout = None if timeout is None else api.validate_seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: dict[str, str] = {}
         while True:
@@ -353,7 +354,7 @@ class LumaHook(BaseHook):
                 json=request.json,
                 headers=settings.auth_headers_for(url),
                 allow_redirects=False,
-                ssl=None if settings.verify_ssl else False,
+                ssl=settings.verify_ssl,
             ) as response:
                 limit = settings.max_response_bytes if response.status < 400 else api.ERROR_BODY_LIMIT
                 reader = api.BodyReader(
@@ -495,7 +496,7 @@ class LumaHook(BaseHook):
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as err:
             raise LumaTransportError(f"Download host {host[:100]!r} cannot be resolved ({err})") from None
-        bad = api.refused_address(host, [info[4][0] for info in infos])
+        bad = api.refused_address(host, [str(info[4][0]) for info in infos])
         if bad:
             raise LumaDownloadError(
                 f"Refusing to download from {host[:100]!r}: it resolves to {bad}, a loopback, private or "

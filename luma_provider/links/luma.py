@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
@@ -45,7 +45,7 @@ def push_video_link(context: Context, generation: LumaGeneration | None) -> None
     # On the operator object itself, not read back from XCom: the task runner calls get_link on
     # this very object after each try, and an XCom lookup there before the URL exists logs an
     # error line per try (seen in the example DAGs' logs).
-    task = context["task"]
-    task._luma_video_url = generation.playable_url or generation.video_url  # type: ignore[attr-defined]
-    task._luma_download_url = generation.video_url  # type: ignore[attr-defined]
+    task: Any = context["task"]
+    task._luma_video_url = generation.playable_url or generation.video_url
+    task._luma_download_url = generation.video_url
     context["ti"].xcom_push(key=XCOM_VIDEO_URL, value=generation.video_url)

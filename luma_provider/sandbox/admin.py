@@ -10,7 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 
 class SandboxAdmin:
@@ -44,7 +44,7 @@ class SandboxAdmin:
             raise ValueError(f"sandbox rejected {method} /_sandbox/{path}: {exc.code} {detail}") from None
 
     def health(self) -> dict[str, Any]:
-        return self._call("GET", "health")
+        return cast("dict[str, Any]", self._call("GET", "health"))
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the sandbox answers (e.g. right after starting the CLI)."""
@@ -60,7 +60,7 @@ class SandboxAdmin:
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Update config fields; returns the new config (API key masked)."""
-        config = self._call("POST", "config", changes)
+        config: dict[str, Any] = self._call("POST", "config", changes)
         if "api_key" in changes:  # the admin routes now want the new key (or none)
             self.api_key = changes["api_key"]
         return config
@@ -70,10 +70,10 @@ class SandboxAdmin:
         return self.add_faults([{"route": route, "kind": kind, **fields}])
 
     def add_faults(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._call("POST", "faults", rules)
+        return cast("list[dict[str, Any]]", self._call("POST", "faults", rules))
 
     def faults(self) -> list[dict[str, Any]]:
-        return self._call("GET", "faults")
+        return cast("list[dict[str, Any]]", self._call("GET", "faults"))
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
@@ -83,7 +83,7 @@ class SandboxAdmin:
         self._call("POST", "reset")
 
     def stats(self) -> dict[str, Any]:
-        return self._call("GET", "stats")
+        return cast("dict[str, Any]", self._call("GET", "stats"))
 
     @property
     def submissions(self) -> int:

@@ -26,7 +26,9 @@ def new_request_id() -> str:
     return stamp + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
-def gateway_error(message: str, code: Any = "", *, type_: str = "new_api_error", param: Any = None) -> dict:
+def gateway_error(
+    message: str, code: Any = "", *, type_: str = "new_api_error", param: Any = None
+) -> dict[str, Any]:
     """The OpenAI-style envelope; ``param`` is only present when given (as real gateways vary)."""
     error: dict[str, Any] = {"message": f"{message} (request id: {new_request_id()})", "type": type_}
     if param is not None:
@@ -35,28 +37,28 @@ def gateway_error(message: str, code: Any = "", *, type_: str = "new_api_error",
     return {"error": error}
 
 
-def task_error(code: str, message: str | None = None) -> dict:
+def task_error(code: str, message: str | None = None) -> dict[str, Any]:
     """The new-api task-relay body ``{"code", "message", "data": null}``."""
     return {"code": code, "message": message if message is not None else code, "data": None}
 
 
-def unauthorized() -> dict:
+def unauthorized() -> dict[str, Any]:
     return gateway_error(INVALID_TOKEN, "")
 
 
-def quota_exhausted() -> dict:
+def quota_exhausted() -> dict[str, Any]:
     return gateway_error("user quota is not enough", "insufficient_user_quota", param="")
 
 
-def rate_limited() -> dict:
+def rate_limited() -> dict[str, Any]:
     return gateway_error(SATURATED, None, param="")
 
 
-def task_not_found() -> dict:
+def task_not_found() -> dict[str, Any]:
     return gateway_error("task not found", "task_not_exist")
 
 
-def invalid_url(method: str, path: str) -> dict:
+def invalid_url(method: str, path: str) -> dict[str, Any]:
     """What new-api answers for a route it does not have."""
     return {
         "error": {
@@ -68,7 +70,7 @@ def invalid_url(method: str, path: str) -> dict:
     }
 
 
-def default_body_for_status(status: int) -> dict:
+def default_body_for_status(status: int) -> dict[str, Any]:
     """A plausible documented body for an injected fault status."""
     if status == 400:
         return task_error("invalid_request", "bad request")

@@ -255,8 +255,8 @@ async def media_blob(request: web.Request) -> web.StreamResponse:
         piece = chunk[: min(len(chunk), limit - sent)]
         await resp.write(piece)  # awaits the socket drain, so memory stays flat
         sent += len(piece)
-    if limit < size:
-        request.transport and request.transport.close()
+    if limit < size and request.transport is not None:
+        request.transport.close()
     return resp
 
 
@@ -351,7 +351,7 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     route_handler = getattr(request.match_info.route, "handler", None)
     if request.path.startswith("/_sandbox/"):
         return _admin_rejection(request, _sb(request)) or await handler(request)
-    route = _ROUTE_NAMES.get(route_handler, "unmatched")
+    route = _ROUTE_NAMES.get(route_handler, "unmatched") if route_handler else "unmatched"
     sb = _sb(request)
     rule = sb.faults.take(route) if route != "unmatched" else None
     request[FAULT_KEY] = rule

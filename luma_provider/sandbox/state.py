@@ -74,7 +74,7 @@ class GenerationStore:
     """In-memory generations, keyed by id; only touched from the server's event loop."""
 
     generations: dict[str, Generation] = field(default_factory=dict)
-    _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def create(self, body: dict[str, Any], config: SandboxConfig, extend_of: str | None = None) -> Generation:
         prompt = str(body.get("user_prompt", ""))

@@ -57,8 +57,8 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
-        poll_interval = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
-        timeout = api.validate_seconds(timeout, "timeout")  # type: ignore[assignment]
+        poll_interval = api.validate_seconds(poll_interval, "poll_interval")
+        timeout = api.validate_seconds(timeout, "timeout")
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(timeout=timeout, map_index_template=map_index_template, **kwargs)
         self.map_label = map_label

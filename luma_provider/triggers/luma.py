@@ -58,12 +58,12 @@ class LumaTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
         from luma_provider import api
 
         self.generation_ids = [api.validate_generation_id(i, "generation_ids") for i in generation_ids]
         self.luma_conn_id = luma_conn_id
-        self.poll_interval: float = api.validate_seconds(poll_interval, "poll_interval")  # type: ignore[assignment]
+        self.poll_interval = api.validate_seconds(poll_interval, "poll_interval")
         if deadline is not None and (
             isinstance(deadline, bool)
             or not isinstance(deadline, (int, float))
@@ -91,7 +91,7 @@ class LumaTrigger(BaseTrigger):
             event = await self._wait(poller)
         finally:  # also on cancellation; released before yielding, not when the generator is closed
             await poller.release()
-        yield TriggerEvent(event)
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]  # untyped in Airflow
 
     async def _wait(self, poller: StatusPoller) -> dict[str, Any]:
         ids = tuple(self.generation_ids)
@@ -138,7 +138,8 @@ class LumaTrigger(BaseTrigger):
                 return self._event("failed", last_states, f"Luma generation failed: {reasons}")
             # The gateway's estimate picks the next look when it is sooner than the next tick.
             estimates = [g.estimate_wait_seconds for g in generations if not g.is_terminal]
-            expected_in = max(estimates) if estimates and None not in estimates else None
+            known = [e for e in estimates if e is not None]
+            expected_in = max(known) if known and len(known) == len(estimates) else None
             if all(g.state == LumaState.COMPLETED for g in generations):
                 if any(not g.video_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
                     no_url_polls += 1
