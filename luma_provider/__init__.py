@@ -10,7 +10,7 @@ from typing import Any
 
 from luma_provider.connection_fields import CONNECTION_FIELDS
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 CONNECTION_TYPE = "luma"
 

@@ -67,9 +67,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
-# User-facing (official) model names -> the gateway's ``model_name`` values (§A.3, §C).
+# User-facing (official) model names -> the gateway's ``model_name`` values.
 MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": "ray-v2", "ray-v3": "ray-v3"}
 MAX_PROMPT_LENGTH = 5000
+#: Longest gateway message kept in an exception; longer ones are cut (they reach logs and XCom).
+MESSAGE_LIMIT = 1000
+#: Longest piece of a low-level error (an HTTP client's exception text) kept in a message.
+DETAIL_LIMIT = 300
+#: Longest error code or field name kept from a reply.
+NAME_LIMIT = 100
 #: Of an error reply, only this much is read: enough for any gateway's error envelope.
 ERROR_BODY_LIMIT = 8 * 1024
 #: Redirects a download may follow; each hop is checked like the first URL.
@@ -629,7 +635,7 @@ def decode(
     ) as err:
         raise LumaTransportError(
             f"{request.method} {request.path}: unexpected response shape "
-            f"({settings.redact(str(err))[:300]}): {_excerpt(text, settings)!r}"
+            f"({settings.redact(str(err))[:DETAIL_LIMIT]}): {_excerpt(text, settings)!r}"
         ) from None
     if isinstance(result, LumaGeneration):
         return settings.redact_generation(result)
@@ -717,8 +723,8 @@ def error_message(payload: Any, fallback: str) -> tuple[str, str | None]:
         _validation_detail(detail),
     ]
     message = next((c for c in candidates if isinstance(c, str) and c.strip()), fallback)
-    code_text = str(code)[:100] if isinstance(code, (str, int)) and code not in ("", 0) else None
-    return message[:1000], code_text
+    code_text = str(code)[:NAME_LIMIT] if isinstance(code, (str, int)) and code not in ("", 0) else None
+    return message[:MESSAGE_LIMIT], code_text
 
 
 def _validation_detail(detail: Any) -> str | None:
@@ -731,7 +737,7 @@ def _validation_detail(detail: Any) -> str | None:
             continue
         loc = item.get("loc")
         where = ".".join(str(p) for p in loc) if isinstance(loc, list) else str(loc or "")
-        parts.append(f"{where[:100]}: {str(item.get('msg'))[:200]}")
+        parts.append(f"{where[:NAME_LIMIT]}: {str(item.get('msg'))[:DETAIL_LIMIT]}")
     return "; ".join(parts) or None
 
 

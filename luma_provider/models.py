@@ -47,7 +47,7 @@ class LumaState(StrEnum):
         return self in (LumaState.COMPLETED, LumaState.FAILED)
 
 
-# Every state word seen in the reference (§A.9), gateway, official, new-api and Kling.
+# Every state word seen in gateway, official, new-api and Kling replies.
 _STATE_WORDS: dict[str, LumaState] = {
     "pending": LumaState.QUEUED,
     "queued": LumaState.QUEUED,

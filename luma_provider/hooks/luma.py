@@ -495,12 +495,14 @@ class LumaHook(BaseHook):
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as err:
-            raise LumaTransportError(f"Download host {host[:100]!r} cannot be resolved ({err})") from None
+            raise LumaTransportError(
+                f"Download host {host[: api.NAME_LIMIT]!r} cannot be resolved ({err})"
+            ) from None
         bad = api.refused_address(host, [str(info[4][0]) for info in infos])
         if bad:
             raise LumaDownloadError(
-                f"Refusing to download from {host[:100]!r}: it resolves to {bad}, a loopback, private or "
-                "link-local address. Set the connection extra allow_private_downloads=true if this host "
+                f"Refusing to download from {host[: api.NAME_LIMIT]!r}: it resolves to {bad}, a loopback, "
+                "private or link-local address. Set the connection extra allow_private_downloads=true if this host "
                 "is meant to serve the videos."
             )
 
@@ -651,7 +653,7 @@ def _transport_error(
     request: api.Request, err: BaseException, *, sent: bool, settings: api.ConnectionSettings
 ) -> LumaTransportError:
     kind = type(err).__name__
-    detail = settings.redact(str(err))[:300]
+    detail = settings.redact(str(err))[: api.DETAIL_LIMIT]
     hint = ""
     if settings.scheme_assumed and ("SSL" in kind or "SSL" in detail or "ssl" in detail):
         hint = (
@@ -666,7 +668,7 @@ def _target_path(destination: str | os.PathLike[str], default_name: str, conn_id
 
     # Names come from generation ids: plain names only, so nothing lands outside the folder.
     if not _SAFE_NAME.match(default_name) or ".." in default_name:
-        raise LumaDownloadError(f"Refusing to write a file named {default_name[:100]!r}")
+        raise LumaDownloadError(f"Refusing to write a file named {default_name[: api.NAME_LIMIT]!r}")
     dest = str(destination)
     if "://" not in dest:
         dest = f"file://{os.path.abspath(dest)}{'/' if dest.endswith('/') else ''}"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from luma_provider import api
 from luma_provider.connection_fields import DEFAULT_CONN_ID
 from luma_provider.exceptions import (
     LumaAuthError,
@@ -59,7 +60,6 @@ class LumaTrigger(BaseTrigger):
         error_budget: int = DEFAULT_ERROR_BUDGET,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
-        from luma_provider import api
 
         self.generation_ids = [api.validate_generation_id(i, "generation_ids") for i in generation_ids]
         self.luma_conn_id = luma_conn_id
@@ -202,8 +202,8 @@ def generations_from_event(
     """
     status = (event or {}).get("status")
     if event is None or status not in EVENT_STATUSES:
-        raise LumaError(f"Unexpected trigger event for generations {ids}: {str(event)[:300]}")
-    message = str(event.get("message", ""))[:2000]
+        raise LumaError(f"Unexpected trigger event for generations {ids}: {str(event)[: api.DETAIL_LIMIT]}")
+    message = str(event.get("message", ""))[: api.MESSAGE_LIMIT * 2]
     if status == "timeout":
         raise LumaTimeoutError(message)
     if status == "error":

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Waiters due within this many seconds join the current tick (timer wake-ups are never exact).
+TICK_SLACK = 0.05
 #: Retries inside one poll; the next poll is itself the retry, so keep this small.
 POLL_RETRIES = 1
 
@@ -128,8 +130,8 @@ class StatusPoller:
                 except TimeoutError:
                     pass
             now = time.time()
-            batch = [w for w in self._waiters if w.due <= now + 0.05 and not w.future.done()]
-            self._waiters = [w for w in self._waiters if w.due > now + 0.05 and not w.future.done()]
+            batch = [w for w in self._waiters if w.due <= now + TICK_SLACK and not w.future.done()]
+            self._waiters = [w for w in self._waiters if w.due > now + TICK_SLACK and not w.future.done()]
             if batch:
                 await self._serve(batch)
 
