@@ -502,8 +502,8 @@ class LumaHook(BaseHook):
         if bad:
             raise LumaDownloadError(
                 f"Refusing to download from {host[: api.NAME_LIMIT]!r}: it resolves to {bad}, a loopback, "
-                "private or link-local address. Set the connection extra allow_private_downloads=true if this host "
-                "is meant to serve the videos."
+                "private or link-local address. Set the connection extra allow_private_downloads=true "
+                "if this host is meant to serve the videos."
             )
 
     def _download_once(self, url: str, target: Any, max_bytes: int) -> int:
