@@ -5,20 +5,31 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency lists change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast demo sandbox bench clean
+.PHONY: test test-fast lint format demo sandbox bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) with $(PYTHON) and installing the provider (pinned by constraints.txt)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	@$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test]"
+	@$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test,lint]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
-## test: the whole suite (unit, sandbox, example DAGs under `airflow dags test`, real scheduler e2e)
+## test: the whole suite (unit, integration, example DAGs under `airflow dags test`, real scheduler e2e)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## test-fast: unit tests only
+## lint: ruff (rules and format) and mypy --strict on the package; CI runs it before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## format: apply ruff's formatting and safe fixes
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## test-fast: unit tests only (no sockets, no metadata DB)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 

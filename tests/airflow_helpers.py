@@ -18,12 +18,13 @@ Why this shape (Airflow 3.3.2):
 from __future__ import annotations
 
 import importlib.util
-from html.parser import HTMLParser
+import json
 import os
 import sys
 import textwrap
 import uuid
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +165,10 @@ with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1,
 
 
 def _collect(dag_id: str, dag_run: Any, log: str) -> DagResult:
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         tis = session.scalars(
@@ -193,8 +193,7 @@ def _collect(dag_id: str, dag_run: Any, log: str) -> DagResult:
 
 
 # ----------------------------------------------------------------------------- pytest fixtures
-# Loaded by tests/unit/{operators,sensors}/conftest.py through sys.modules, so the DB is built
-# once per session even though two conftests expose the fixtures.
+# Reference-counted for the ``airflow_home`` fixture of tests/conftest.py.
 _configured: dict[str, Any] = {"users": 0, "home": None, "previous": None}
 
 
@@ -215,6 +214,24 @@ def release_airflow() -> None:
 
 
 SANDBOX_KEY = "sk-dag-tests-key-0001"
+
+
+def connection_json(url: str, key: str | None = None, **extra: Any) -> str:
+    """A ``luma`` connection as JSON, for ``AIRFLOW_CONN_<ID>``: ``url`` as host, ``key`` as
+    password (left out when None), ``extra`` as the connection's extras."""
+    conn: dict[str, Any] = {"conn_type": "luma", "host": url, "extra": extra}
+    if key is not None:
+        conn["password"] = key
+    return json.dumps(conn)
+
+
+def json_leaves(value: Any) -> list[Any]:
+    """Every key and scalar of a JSON-like value, depth first."""
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in [k, *json_leaves(v)]]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in json_leaves(v)]
+    return [value]
 
 
 class _Gallery(HTMLParser):

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-# --- DAG-level fixtures (operators, sensors) ---------------------------------------------
+from luma_provider.sandbox import LumaSandbox
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: the shared helper module
-import airflow_helpers  # noqa: E402
+# --import-mode=importlib puts no test folder on sys.path: make tests/airflow_helpers.py importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import airflow_helpers
 
-from luma_provider.sandbox import LumaSandbox  # noqa: E402
+# The sandbox fixtures (luma_sandbox, luma_sandbox_factory, ...) are opt-in, as for users;
+# pytester runs the opt-in check on a throwaway project.
+pytest_plugins = ["luma_provider.sandbox.pytest_plugin", "pytester"]
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +43,8 @@ def run_dag(
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
     """A sandbox whose jobs finish in 0.5 s, wired to ``luma_default``; max_retries kept small and
     downloads from its loopback CDN allowed."""
-    import json
-
     with LumaSandbox(port=0, api_key=airflow_helpers.SANDBOX_KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
-        conn = {"conn_type": "luma", "host": sb.url, "password": sb.api_key, "extra": {"max_retries": 2, "allow_private_downloads": True}}
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        conn = airflow_helpers.connection_json(sb.url, key=sb.api_key, max_retries=2,
+                                               allow_private_downloads=True)
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn)
         yield sb

@@ -18,7 +18,8 @@ It imports nothing heavy at module level: listing it does not slow down collecti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_helpers import connection_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_server, importable by the tests
-from hostile_server import KEY, HostileServer  # noqa: E402
+from hostile_server import KEY, HostileServer
 
 
 @pytest.fixture
@@ -38,11 +38,8 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     from luma_provider.hooks.luma import LumaHook
 
     def make(url: str, key: str | None = KEY, **extra: Any) -> LumaHook:
-        conn: dict[str, Any] = {"conn_type": "luma", "host": url,
-                                "extra": {"max_retries": 0, "timeout": 5, **extra}}
-        if key is not None:
-            conn["password"] = key
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        extras = {"max_retries": 0, "timeout": 5, **extra}
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(url, key=key, **extras))
         return LumaHook()
 
     return make

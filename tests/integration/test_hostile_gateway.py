@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from airflow_helpers import connection_json
 from hostile_server import KEY, HostileServer, Reply, generation, gzip_bomb, stream_reply
+
 from luma_provider import api
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
@@ -225,7 +225,7 @@ def test_backslash_url_cannot_carry_the_key_to_another_host(hostile, connect, tm
     gateway.on("GET", "/v.mp4", Reply(body=MP4))
     hook = connect(gateway.url, allow_private_downloads=True)
     url = f"http://127.0.0.2:{other.port}\\@127.0.0.1:{gateway.port}/v.mp4"
-    with pytest.raises(Exception) as info:  # noqa: PT011 - the leak is checked first, the type next
+    with pytest.raises(Exception) as info:
         hook.download_video({"id": "g1", "state": "completed", "video_url": url}, tmp_path)
     assert [s.path for s in other.seen if "authorization" in s.headers] == []  # the key never left
     assert isinstance(info.value, LumaDownloadError) and "not a plain http" in str(info.value)
@@ -322,7 +322,7 @@ def _peak_mib(fn: Callable[[], Any]) -> tuple[float, BaseException | None]:
     error = None
     try:
         fn()
-    except BaseException as err:  # noqa: BLE001 - returned for the caller to assert on
+    except BaseException as err:
         error = err
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

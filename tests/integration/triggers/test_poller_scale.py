@@ -9,12 +9,12 @@ Performance numbers live in ``benchmarks/`` and ``BENCHMARKS.md``.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from airflow_helpers import connection_json
 
 from luma_provider.sandbox import LumaSandbox
 from luma_provider.triggers.luma import LumaTrigger
@@ -29,8 +29,7 @@ POLL = 1.0
 def spread_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LumaSandbox, list[str]]]:
     """A sandbox with N generations finishing at spread-out times (0.5 s .. 3 s after submit)."""
     with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(
-            {"conn_type": "luma", "host": sb.url, "password": KEY, "extra": {"max_retries": 2}}))
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sb.url, key=KEY, max_retries=2))
         ids: list[str] = []
         with requests.Session() as http:
             http.headers["Authorization"] = f"Bearer {KEY}"

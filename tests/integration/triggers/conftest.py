@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
+from airflow_helpers import connection_json
 
 from luma_provider.hooks.luma import LumaHook
 from luma_provider.sandbox import LumaSandbox
@@ -15,18 +14,11 @@ from luma_provider.triggers.poller import StatusPoller, active_pollers
 KEY = "sk-trigger-tests-key-0001"
 
 
-def conn_json(sb: LumaSandbox, key: str | None = KEY, **extra: Any) -> str:
-    conn: dict[str, Any] = {"conn_type": "luma", "host": sb.url, "extra": {"max_retries": 2, **extra}}
-    if key is not None:
-        conn["password"] = key
-    return json.dumps(conn)
-
-
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
     """Jobs pending 0.2 s, processing 0.3 s; ``luma_default`` points at it."""
     with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn_json(sb))
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sb.url, key=KEY, max_retries=2))
         yield sb
 
 

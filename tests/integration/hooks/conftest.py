@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from airflow_helpers import connection_json
 
 from luma_provider import api
 from luma_provider.hooks.luma import LumaHook
@@ -32,11 +32,8 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
     """
 
     def make(url: str, key: str | None = KEY, extra: dict[str, Any] | None = None, **hook_kwargs: Any) -> LumaHook:
-        conn: dict[str, Any] = {"conn_type": "luma", "host": url, "extra": {"max_retries": 2, "allow_private_downloads": True,
-                                                                    **(extra or {})}}
-        if key is not None:
-            conn["password"] = key
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        extras = {"max_retries": 2, "allow_private_downloads": True, **(extra or {})}
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(url, key=key, **extras))
         return LumaHook(**hook_kwargs)
 
     return make

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any
+
+from airflow_helpers import connection_json
 
 from luma_provider.hooks.luma import LumaHook
 from luma_provider.sandbox import LumaSandbox
@@ -20,8 +21,8 @@ async def first_event(trigger: LumaTrigger) -> dict[str, Any]:
 
 
 def set_conn(monkeypatch, conn_id: str, sb: LumaSandbox, **extra: Any) -> None:
-    conn = {"conn_type": "luma", "host": sb.url, "password": sb.api_key, "extra": {"max_retries": 2, **extra}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
+                       connection_json(sb.url, key=sb.api_key, max_retries=2, **extra))
 
 
 class TestCoalescing:

@@ -2,7 +2,7 @@
 
 ``CASES`` is both the test table and the source of ``docs/fault-matrix.md``:
 ``test_doc_is_current`` fails when the doc is stale; regenerate it with
-``UPDATE_FAULT_MATRIX=1 pytest tests/unit/test_fault_matrix.py``.
+``UPDATE_FAULT_MATRIX=1 pytest tests/integration/test_fault_matrix.py``.
 (The whole-DAG rows name the system/e2e tests that verify them.)
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_helpers import connection_json
 
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
@@ -112,7 +113,7 @@ DAG_ROWS = [
     ("a generation ends failed", "its wait task fails naming failure_reason; the manifest lists it; the run "
      "is marked failed after the report", "tests/system/test_example_dags.py::test_daily_content_end_to_end_with_a_failing_prompt"),
     ("worker dies right after submit", "the retry reuses the recorded generation; one submission",
-     "tests/unit/operators/test_luma.py::TestNeverPayTwice"),
+     "tests/integration/operators/test_luma.py::TestNeverPayTwice"),
     ("triggerer killed mid-wait", "a new triggerer resumes every wait; one submission per prompt",
      "tests/e2e/test_real_airflow.py"),
 ]
@@ -122,8 +123,8 @@ def render_doc() -> str:
     lines = [
         "# Fault matrix",
         "",
-        "Generated from `tests/unit/test_fault_matrix.py` (each row is a test against the sandbox's",
-        "fault injection; regenerate with `UPDATE_FAULT_MATRIX=1 pytest tests/unit/test_fault_matrix.py`).",
+        "Generated from `tests/integration/test_fault_matrix.py` (each row is a test against the sandbox's",
+        "fault injection; regenerate with `UPDATE_FAULT_MATRIX=1 pytest tests/integration/test_fault_matrix.py`).",
         "Layers: **status** = hook status lookups, **submit** = hook `POST /luma/generations`,",
         "**trigger** = `LumaTrigger` via the shared poller; the whole-DAG layer is at the end.",
         "",
@@ -139,9 +140,8 @@ def render_doc() -> str:
 @pytest.fixture
 def gateway(monkeypatch):
     with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sandbox:
-        conn = {"conn_type": "luma", "host": sandbox.url, "password": KEY,
-                "extra": {"max_retries": 3, "timeout": 1.5}}
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT",
+                           connection_json(sandbox.url, key=KEY, max_retries=3, timeout=1.5))
         yield sandbox
 
 
@@ -207,9 +207,7 @@ def _refused_submit() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = json.dumps(
-        {"conn_type": "luma", "host": f"http://127.0.0.1:{port}", "password": KEY, "extra": {"max_retries": 1}}
-    )
+    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = connection_json(f"http://127.0.0.1:{port}", key=KEY, max_retries=1)
     hook = LumaHook()
     with pytest.raises(LumaTransportError) as info:
         hook.submit_generation("a calm lake")
