@@ -19,7 +19,10 @@ API_KEY = "bench-key-0001"
 
 @contextlib.contextmanager
 def sandbox_process(**options: float | str) -> Iterator[str]:
-    """Run ``python -m luma_provider.sandbox`` in its own process (its CPU/RSS are not ours); yield its URL."""
+    """Run ``python -m luma_provider.sandbox`` in its own process (its CPU/RSS are not ours).
+
+    Yields the sandbox's URL.
+    """
     with tempfile.TemporaryDirectory(prefix="luma-bench-") as tmp:
         port_file = Path(tmp) / "url"
         cmd = [

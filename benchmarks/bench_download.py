@@ -36,7 +36,8 @@ IMPORT_ONLY = r"""
 import json, resource
 import luma_provider.hooks.luma  # noqa: F401
 from _common import proc_status_kib
-print(json.dumps({"vmhwm_kib": proc_status_kib("VmHWM"), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"vmhwm_kib": proc_status_kib("VmHWM"), "maxrss_kib": maxrss}))
 """
 
 HOOK_DOWNLOAD = r"""
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                         "reference": reference,
                         "ratio": ratio,
                         "growth_mib": growth_mib,
-                        "loadavg": open("/proc/loadavg").read().split()[:3],
+                        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
                     },
                     "table": table,
                 },

@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         **phases,
         "interval": args.interval,
         "spread": [args.spread_from, args.spread_to],
-        "loadavg": open("/proc/loadavg").read().split()[:3],
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
     table = report(res, args.interval)
     print(table)

@@ -80,7 +80,8 @@ from airflow.dag_processing.dagbag import BundleDagBag
 from airflow.dag_processing.processor import _serialize_dags
 from airflow.utils.file import iter_airflow_imports
 import importlib
-preload = sys.argv[3:]  # diagnostic: modules to load before timing (e.g. the hook, to see what a lazy import saves)
+# diagnostic: modules to load before timing (e.g. the hook, to see what a lazy import saves)
+preload = sys.argv[3:]
 for module in [*iter_airflow_imports(dag_file), "airflow.providers.standard.operators.empty", *preload]:
     importlib.import_module(module)
 log = structlog.get_logger("bench")
@@ -90,7 +91,8 @@ bag = BundleDagBag(dag_folder=dag_file, bundle_path=bundle, bundle_name="bench",
 serialized, errors = _serialize_dags(bag, log)
 seconds = time.perf_counter() - start
 new = set(sys.modules) - before
-print(json.dumps({"seconds": seconds, "dags": sorted(bag.dag_ids), "import_errors": {**bag.import_errors, **errors},
+errors = {**bag.import_errors, **errors}
+print(json.dumps({"seconds": seconds, "dags": sorted(bag.dag_ids), "import_errors": errors,
                   "serialized": len(serialized), "new_modules": len(new),
                   "provider_modules": sorted(m for m in new if m.startswith("luma_provider"))}))
 """
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         "median_ms": med,
                         "extra_ms": extra,
                         "info": info,
-                        "loadavg": open("/proc/loadavg").read().split()[:3],
+                        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
                     },
                     "table": table,
                 },

@@ -108,7 +108,7 @@ class Sandbox:
 
     def start(self, env: dict[str, str]) -> str:
         port_file = Path(tempfile.mkdtemp(prefix="luma-demo-")) / "url"
-        log = open(AIRFLOW_HOME / "sandbox.log", "w")
+        log = open(AIRFLOW_HOME / "sandbox.log", "w")  # noqa: SIM115 - the child's stdout until stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -129,10 +129,14 @@ class DagRunner:
         self.capman = capman
         self.written: list[Path] = []
 
-    def run(self, body: str, *, dag_id: str | None = None, run_conf: dict[str, Any] | None = None) -> DagResult:
+    def run(
+        self, body: str, *, dag_id: str | None = None, run_conf: dict[str, Any] | None = None
+    ) -> DagResult:
         """``body`` is the inside of ``with DAG(...) as dag:`` (imports of the provider are given)."""
         dag_id = dag_id or f"luma_test_{uuid.uuid4().hex[:10]}"
-        source = _HEADER.format(dag_id=dag_id) + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n"
+        source = (
+            _HEADER.format(dag_id=dag_id) + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n"
+        )
         path = self.dags_folder / f"{dag_id}.py"
         path.write_text(source, encoding="utf-8")
         self.written.append(path)
@@ -151,7 +155,7 @@ class DagRunner:
             path.unlink(missing_ok=True)
 
 
-_HEADER = '''\
+_HEADER = """\
 from datetime import timedelta
 
 import pendulum
@@ -161,7 +165,7 @@ from luma_provider.sensors.luma import LumaTaskSensor
 
 with DAG(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
          catchup=False) as dag:
-'''
+"""
 
 
 def _collect(dag_id: str, dag_run: Any, log: str) -> DagResult:
@@ -176,8 +180,11 @@ def _collect(dag_id: str, dag_run: Any, log: str) -> DagResult:
         ).all()
         results = {
             (ti.task_id, ti.map_index): TIResult(
-                ti.task_id, ti.map_index, None if ti.state is None else str(ti.state.value if hasattr(ti.state, "value") else ti.state),
-                ti.try_number, ti.rendered_map_index,
+                ti.task_id,
+                ti.map_index,
+                None if ti.state is None else str(ti.state.value if hasattr(ti.state, "value") else ti.state),
+                ti.try_number,
+                ti.rendered_map_index,
             )
             for ti in tis
         }

@@ -43,8 +43,11 @@ def run_dag(
 def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
     """A sandbox whose jobs finish in 0.5 s, wired to ``luma_default``; max_retries kept small and
     downloads from its loopback CDN allowed."""
-    with LumaSandbox(port=0, api_key=airflow_helpers.SANDBOX_KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
-        conn = airflow_helpers.connection_json(sb.url, key=sb.api_key, max_retries=2,
-                                               allow_private_downloads=True)
+    with LumaSandbox(
+        port=0, api_key=airflow_helpers.SANDBOX_KEY, queue_seconds=0.2, process_seconds=0.3
+    ) as sb:
+        conn = airflow_helpers.connection_json(
+            sb.url, key=sb.api_key, max_retries=2, allow_private_downloads=True
+        )
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn)
         yield sb

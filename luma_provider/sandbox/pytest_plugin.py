@@ -63,7 +63,7 @@ def luma_sandbox_session() -> Iterator[LumaSandbox]:
 
 
 @pytest.fixture
-def luma_conn_env(luma_sandbox: LumaSandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
+def luma_conn_env(luma_sandbox: LumaSandbox, monkeypatch: pytest.MonkeyPatch) -> LumaSandbox:
     """Point Airflow's ``luma_default`` connection at the sandbox for this test."""
     monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", luma_sandbox.connection_json)
-    yield luma_sandbox
+    return luma_sandbox

@@ -32,8 +32,9 @@ import sys
 import time
 import urllib.request
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -81,8 +82,13 @@ class Deadline:
         return left if cap is None else min(left, cap)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0,
-             on_tick: Callable[[], None] | None = None) -> Any:
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    interval: float = 1.0,
+    on_tick: Callable[[], None] | None = None,
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     end = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -96,8 +102,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
         except (sqlite3.OperationalError, OSError) as exc:  # DB busy / not there yet
             last_exc = exc
         if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                                 + (f" (last error: {last_exc})" if last_exc else ""))
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f" (last error: {last_exc})" if last_exc else "")
+            )
         time.sleep(interval)
 
 
@@ -116,7 +124,7 @@ class MetaDB:
                 finally:
                     con.close()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 19:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 19:
                     raise
                 time.sleep(0.5)
         raise AssertionError("unreachable")
@@ -152,8 +160,14 @@ class AirflowStack:
         log = self.root / "proc_logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            proc = subprocess.run([str(AIRFLOW_BIN), *args], env=self.env, stdout=subprocess.PIPE,
-                                  stderr=out, timeout=timeout, cwd=self.root)
+            proc = subprocess.run(
+                [str(AIRFLOW_BIN), *args],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=out,
+                timeout=timeout,
+                cwd=self.root,
+            )
             out.write(proc.stdout)
         self.logs.setdefault(name, log)
         if proc.returncode != 0:
@@ -163,9 +177,16 @@ class AirflowStack:
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = self.root / "proc_logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab")
-        proc = subprocess.Popen([str(AIRFLOW_BIN), *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.root, start_new_session=True)
+        out = open(log, "ab")  # noqa: SIM115 - handed to the child process, closed when it is stopped
+        proc = subprocess.Popen(
+            [str(AIRFLOW_BIN), *args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+            start_new_session=True,
+        )
         out.close()
         self.procs[name] = proc
         self.logs[name] = log
@@ -224,7 +245,11 @@ class AirflowStack:
 
     def stop_all(self) -> None:
         # Scheduler first (it owns the task workers), then the rest; SIGTERM lets logs flush.
-        order = ["scheduler", "dag-processor"] + [n for n in self.procs if n not in ("scheduler", "dag-processor", "api-server")] + ["api-server"]
+        order = (
+            ["scheduler", "dag-processor"]
+            + [n for n in self.procs if n not in ("scheduler", "dag-processor", "api-server")]
+            + ["api-server"]
+        )
         for name in order:
             started = time.monotonic()
             with contextlib.suppress(Exception):
@@ -320,43 +345,45 @@ def stack_env(tmp_path: Path):
     sandbox = LumaSandbox(port=0, api_key=API_KEY, queue_seconds=QUEUE_S, process_seconds=HOLD_S).start()
     api_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LUMA_"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
-        "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
-        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        # Manual runs only: no cron run may start (and submit) behind the test's back.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-        "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
-        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-        # How long a dead triggerer's triggers stay assigned to it before another takes them.
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-        # Log servers of the worker and the triggerer: free ports, other runs may share the box.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-        "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
-        "LUMA_POLL_INTERVAL": "2",
-        "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+            "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            # Manual runs only: no cron run may start (and submit) behind the test's back.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # How long a dead triggerer's triggers stay assigned to it before another takes them.
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+            # Log servers of the worker and the triggerer: free ports, other runs may share the box.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
+            "LUMA_POLL_INTERVAL": "2",
+            "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     stack = AirflowStack(tmp_path, env)
     try:
         yield stack, sandbox, tmp_path, home, api_port
@@ -379,8 +406,16 @@ def test_daily_content_on_real_airflow(stack_env) -> None:
         raise
 
 
-def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api_port: int,
-                  deadline: Deadline, db: MetaDB, run_id: str) -> None:
+def _run_scenario(
+    stack: AirflowStack,
+    sandbox: Any,
+    root: Path,
+    home: Path,
+    api_port: int,
+    deadline: Deadline,
+    db: MetaDB,
+    run_id: str,
+) -> None:
     t0 = time.monotonic()
 
     def log(msg: str) -> None:
@@ -390,8 +425,12 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
     stack.cli("db", "migrate", timeout=deadline.left(300))
     log("db migrated")
     stack.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
-    wait_for("api-server health", lambda: http_ok(f"http://127.0.0.1:{api_port}/api/v2/monitor/health"),
-             deadline.left(180), on_tick=stack.assert_alive)
+    wait_for(
+        "api-server health",
+        lambda: http_ok(f"http://127.0.0.1:{api_port}/api/v2/monitor/health"),
+        deadline.left(180),
+        on_tick=stack.assert_alive,
+    )
     log("api-server healthy")
     stack.start("scheduler", "scheduler")
     stack.start("dag-processor", "dag-processor")
@@ -401,18 +440,33 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         return bool(db.query("SELECT 1 FROM serialized_dag WHERE dag_id=?", (DAG_ID,)))
 
     wait_for(f"{DAG_ID} to be parsed", dag_parsed, deadline.left(180), interval=2, on_tick=stack.assert_alive)
-    wait_for("a live triggerer job", lambda: _triggerer_jobs(db, running_only=True), deadline.left(120),
-             interval=2, on_tick=stack.assert_alive)
+    wait_for(
+        "a live triggerer job",
+        lambda: _triggerer_jobs(db, running_only=True),
+        deadline.left(120),
+        interval=2,
+        on_tick=stack.assert_alive,
+    )
     log("dag parsed, triggerer up")
 
     # ---- 2. trigger the run ----------------------------------------------------------------
     prompts_file = root / "prompts.yaml"
-    prompts_file.write_text("".join(f"- prompt: {json.dumps(p)}\n  aspect_ratio: {json.dumps(a)}\n" for p, a in PROMPTS))
+    prompts_file.write_text(
+        "".join(f"- prompt: {json.dumps(p)}\n  aspect_ratio: {json.dumps(a)}\n" for p, a in PROMPTS)
+    )
     stack.cli("dags", "unpause", DAG_ID, timeout=deadline.left(180))
     # No logical date: the CLI/REST default on Airflow 3, where ``{{ ds }}`` is undefined; the DAG
     # must name its output folder from dag_run.run_after instead.
-    stack.cli("dags", "trigger", DAG_ID, "--run-id", run_id,
-              "-c", json.dumps({"prompts_file": str(prompts_file)}), timeout=deadline.left(180))
+    stack.cli(
+        "dags",
+        "trigger",
+        DAG_ID,
+        "--run-id",
+        run_id,
+        "-c",
+        json.dumps({"prompts_file": str(prompts_file)}),
+        timeout=deadline.left(180),
+    )
     log(f"triggered {run_id}")
 
     # ---- 3. all six waits deferred, none holding a worker slot --------------------------------
@@ -428,7 +482,9 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         assert not done, f"a wait ended before all were deferred (machine too slow for HOLD_S?): {waits}"
         return len(waits) == len(PROMPTS) and all(r[2] == "deferred" and r[4] is not None for r in waits)
 
-    wait_for("every generate.wait to be deferred", all_waits_deferred, deadline.left(240), on_tick=run_not_failed)
+    wait_for(
+        "every generate.wait to be deferred", all_waits_deferred, deadline.left(240), on_tick=run_not_failed
+    )
     log("all waits deferred")
     submits = db.tis(run_id, "generate.submit")
     assert [r[2] for r in submits] == ["success"] * len(PROMPTS), submits
@@ -437,8 +493,10 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
     assert len(set(trigger_ids)) == len(PROMPTS), f"one trigger per wait expected: {trigger_ids}"
 
     def triggers() -> dict[int, dict[str, Any]]:
-        rows = db.query(f"SELECT * FROM trigger WHERE id IN ({','.join('?' * len(trigger_ids))})", tuple(trigger_ids))
-        return {row[0]: dict(zip(trigger_cols, row)) for row in rows}
+        rows = db.query(
+            f"SELECT * FROM trigger WHERE id IN ({','.join('?' * len(trigger_ids))})", tuple(trigger_ids)
+        )
+        return {row[0]: dict(zip(trigger_cols, row, strict=False)) for row in rows}
 
     # Held for a while: still deferred, still no running wait, nothing running at all.
     polls_before = _status_polls(sandbox)
@@ -451,15 +509,21 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         time.sleep(2)
     # Six concurrent waits with parallelism=4 are only possible without worker slots.
     assert len(PROMPTS) > PARALLELISM
-    wait_for("the triggerer to poll the gateway", lambda: _status_polls(sandbox) > polls_before,
-             deadline.left(60), on_tick=stack.assert_alive)
+    wait_for(
+        "the triggerer to poll the gateway",
+        lambda: _status_polls(sandbox) > polls_before,
+        deadline.left(60),
+        on_tick=stack.assert_alive,
+    )
     first = triggers()
     assert all(t["triggerer_id"] is not None for t in first.values()), first
     assert all(t["classpath"] == "luma_provider.triggers.luma.LumaTrigger" for t in first.values()), first
     _check_trigger_kwargs(first.values(), stack.env["AIRFLOW__CORE__FERNET_KEY"], db, run_id)
     old_triggerers = {t["triggerer_id"] for t in first.values()}
     assert len(old_triggerers) == 1, old_triggerers
-    log(f"{len(first)} triggers on triggerer job(s) {old_triggerers}; sandbox polls so far {_status_polls(sandbox)}")
+    log(
+        f"{len(first)} triggers on triggerer job(s) {old_triggerers}; sandbox polls so far {_status_polls(sandbox)}"
+    )
 
     # ---- 4. SIGKILL the triggerer mid-wait, start a new one --------------------------------------
     stack.kill("triggerer", signal.SIGKILL)
@@ -471,16 +535,29 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
     def taken_over() -> bool:
         current = triggers()
         return len(current) == len(PROMPTS) and all(
-            t["triggerer_id"] is not None and t["triggerer_id"] not in old_triggerers for t in current.values())
+            t["triggerer_id"] is not None and t["triggerer_id"] not in old_triggerers
+            for t in current.values()
+        )
 
-    wait_for("the new triggerer to take every trigger over", taken_over, deadline.left(180), interval=2,
-             on_tick=run_not_failed)
+    wait_for(
+        "the new triggerer to take every trigger over",
+        taken_over,
+        deadline.left(180),
+        interval=2,
+        on_tick=run_not_failed,
+    )
     new_triggerers = {t["triggerer_id"] for t in triggers().values()}
     polls_at_takeover = _status_polls(sandbox)
-    wait_for("the new triggerer to poll", lambda: _status_polls(sandbox) > polls_at_takeover, deadline.left(60),
-             on_tick=run_not_failed)
-    log(f"new triggerer took over; waits still deferred: "
-        f"{sum(r[2] == 'deferred' for r in db.tis(run_id, 'generate.wait'))}")
+    wait_for(
+        "the new triggerer to poll",
+        lambda: _status_polls(sandbox) > polls_at_takeover,
+        deadline.left(60),
+        on_tick=run_not_failed,
+    )
+    log(
+        f"new triggerer took over; waits still deferred: "
+        f"{sum(r[2] == 'deferred' for r in db.tis(run_id, 'generate.wait'))}"
+    )
     assert sandbox.submissions == len(PROMPTS)
     released = release_generations(sandbox)
     log(f"released {released} generations")
@@ -490,7 +567,9 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         state = db.run_state(run_id)
         return state if state in ("success", "failed") else None
 
-    state = wait_for(f"run {run_id} to finish", finished, deadline.left(), interval=2, on_tick=stack.assert_alive)
+    state = wait_for(
+        f"run {run_id} to finish", finished, deadline.left(), interval=2, on_tick=stack.assert_alive
+    )
     log(f"run finished: {state}")
     tis = db.tis(run_id)
     assert state == "success", tis
@@ -506,7 +585,9 @@ def _run_scenario(stack: AirflowStack, sandbox: Any, root: Path, home: Path, api
         assert names == expected, (i, names, expected)
     stats = sandbox.stats()
     assert stats["submissions"] == len(PROMPTS), {k: stats[k] for k in ("submissions", "by_route")}
-    log(f"sandbox: submissions={stats['submissions']} by_route={stats['by_route']} by_status={stats['by_status']}")
+    log(
+        f"sandbox: submissions={stats['submissions']} by_route={stats['by_route']} by_status={stats['by_status']}"
+    )
     # The key was really used (the sandbox enforces it) and always accepted.
     assert not {"401", "403"} & set(stats["by_status"]), stats["by_status"]
 
@@ -579,7 +660,7 @@ def _task_state_store(db: MetaDB, run_id: str) -> list[str] | None:
     if "task_state_store" not in tables:
         return None
     cols = db.columns("task_state_store")
-    rows = [dict(zip(cols, r)) for r in db.query("SELECT * FROM task_state_store")]
+    rows = [dict(zip(cols, r, strict=False)) for r in db.query("SELECT * FROM task_state_store")]
     values = []
     for row in rows:
         if row.get("key") == "luma_generation_id":
@@ -613,7 +694,7 @@ def _scan_db(path: Path) -> list[str]:
             cur = con.execute(f'SELECT * FROM "{table}"')
             cols = [d[0] for d in cur.description]
             for row in cur:
-                for col, value in zip(cols, row):
+                for col, value in zip(cols, row, strict=False):
                     if any(API_KEY in t for t in text_values(value)):
                         hits.append(f"{table}.{col}")
     finally:
@@ -627,9 +708,13 @@ def _diagnostics(stack: AirflowStack, db: MetaDB, run_id: str, root: Path) -> st
         parts.append(f"\n===== run {run_id}: {db.run_state(run_id)} =====")
         parts.extend(f"  {r}" for r in db.tis(run_id))
     with contextlib.suppress(Exception):
-        parts.append(f"\n===== import errors =====\n{db.query('SELECT filename, stacktrace FROM import_error')}")
+        parts.append(
+            f"\n===== import errors =====\n{db.query('SELECT filename, stacktrace FROM import_error')}"
+        )
     with contextlib.suppress(Exception):
-        parts.append(f"\n===== jobs =====\n{db.query('SELECT id, job_type, state, latest_heartbeat FROM job')}")
+        parts.append(
+            f"\n===== jobs =====\n{db.query('SELECT id, job_type, state, latest_heartbeat FROM job')}"
+        )
     task_logs = sorted((root / "airflow_home" / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)
     for log in task_logs[-4:]:
         parts.append(f"\n===== {log.relative_to(root)} =====\n{tail(log, 30)}")

@@ -10,12 +10,13 @@ requests and aiohttp clients talk to it over real sockets.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,17 +53,33 @@ class Reply:
 
 
 Handler = Callable[[Seen, socket.socket], None]
-_REASONS = {200: "OK", 201: "Created", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def send_reply(sock: socket.socket, reply: Reply) -> None:
     if reply.delay:
         time.sleep(reply.delay)
     body = reply.payload()
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close",
-               **reply.headers}
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **reply.headers,
+    }
     head = f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'X')}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if v is not None) + "\r\n"
     sock.sendall(head.encode("latin-1"))
@@ -74,13 +91,22 @@ def send_reply(sock: socket.socket, reply: Reply) -> None:
         time.sleep(reply.drip_interval)
 
 
-def stream_reply(size: int, *, status: int = 200, chunk: bytes = b" ", headers: dict[str, str] | None = None,
-                 content_type: str = "application/json") -> Handler:
+def stream_reply(
+    size: int,
+    *,
+    status: int = 200,
+    chunk: bytes = b" ",
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Handler:
     """``size`` bytes generated on the fly (never held in memory by the server)."""
 
     def handler(seen: Seen, sock: socket.socket) -> None:
-        head = (f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {size}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()) + "Connection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {size}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+            + "Connection: close\r\n\r\n"
+        )
         sock.sendall(head.encode())
         piece = (chunk * (65536 // len(chunk) + 1))[:65536]
         sent = 0
@@ -120,14 +146,16 @@ class HostileServer:
         return self
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Seen]:
-        return [s for s in self.seen if (method is None or s.method == method) and (path is None or s.path == path)]
+        return [
+            s
+            for s in self.seen
+            if (method is None or s.method == method) and (path is None or s.path == path)
+        ]
 
     def stop(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             socket.create_connection((self.host, self.port), timeout=1).close()
-        except OSError:
-            pass
         self.sock.close()
 
     def _serve(self) -> None:

@@ -61,61 +61,156 @@ CASES = [
     Case("HTML error page", "status", "recovered", {"kind": "html", "times": 1}),
     Case("truncated JSON", "status", "recovered", {"kind": "truncated_json", "times": 1}),
     Case("empty 200", "status", "recovered", {"kind": "empty", "times": 1}),
-    Case("unknown state string", "status", "parsed as `unknown`; callers keep waiting",
-         {"kind": "unknown_state", "times": 1}),
-    Case("400", "status", "LumaBadRequestError at once (HTTP status + message)", _s(400, times=5),
-         expect=LumaBadRequestError),
+    Case(
+        "unknown state string",
+        "status",
+        "parsed as `unknown`; callers keep waiting",
+        {"kind": "unknown_state", "times": 1},
+    ),
+    Case(
+        "400",
+        "status",
+        "LumaBadRequestError at once (HTTP status + message)",
+        _s(400, times=5),
+        expect=LumaBadRequestError,
+    ),
     Case("401 bad key", "status", "LumaAuthError at once", _s(401, times=5), expect=LumaAuthError),
-    Case("403 quota", "status", "LumaAuthError at once (code insufficient_user_quota)", _s(403, times=5),
-         expect=LumaAuthError),
+    Case(
+        "403 quota",
+        "status",
+        "LumaAuthError at once (code insufficient_user_quota)",
+        _s(403, times=5),
+        expect=LumaAuthError,
+    ),
     Case("404", "status", "LumaNotFoundError at once", _s(404, times=5), expect=LumaNotFoundError),
-    Case("task_not_exist (400)", "status", "LumaNotFoundError at once",
-         _s(400, body={"code": "task_not_exist", "message": "task_not_exist", "data": None}, times=5),
-         expect=LumaNotFoundError),
-    Case("generation ends failed", "status", "LumaGenerationFailed with failure_reason", prompt="a ship #fail",
-         expect=LumaGenerationFailed),
+    Case(
+        "task_not_exist (400)",
+        "status",
+        "LumaNotFoundError at once",
+        _s(400, body={"code": "task_not_exist", "message": "task_not_exist", "data": None}, times=5),
+        expect=LumaNotFoundError,
+    ),
+    Case(
+        "generation ends failed",
+        "status",
+        "LumaGenerationFailed with failure_reason",
+        prompt="a ship #fail",
+        expect=LumaGenerationFailed,
+    ),
     # --- submit (POST /luma/generations): costs money, retried only when provably not taken
-    Case("429 on submit", "submit", "retried; exactly one generation created", _s(429, retry_after=0, times=2)),
+    Case(
+        "429 on submit", "submit", "retried; exactly one generation created", _s(429, retry_after=0, times=2)
+    ),
     Case("503 on submit", "submit", "retried; exactly one generation created", _s(503, times=1)),
     Case("connection refused", "submit", "retried (request never sent)", config={"refused": True}),
-    Case("502 after the job was taken", "submit", "LumaAmbiguousSubmitError, not resubmitted",
-         _s(502, after_processing=True), expect=LumaAmbiguousSubmitError),
-    Case("504 after the job was taken", "submit", "LumaAmbiguousSubmitError, not resubmitted",
-         _s(504, after_processing=True), expect=LumaAmbiguousSubmitError),
-    Case("reset after the job was taken", "submit", "LumaAmbiguousSubmitError, not resubmitted",
-         {"kind": "reset", "after_processing": True}, expect=LumaAmbiguousSubmitError),
-    Case("read timeout on submit", "submit", "LumaAmbiguousSubmitError, not resubmitted",
-         {"kind": "delay", "seconds": 3}, expect=LumaAmbiguousSubmitError),
+    Case(
+        "502 after the job was taken",
+        "submit",
+        "LumaAmbiguousSubmitError, not resubmitted",
+        _s(502, after_processing=True),
+        expect=LumaAmbiguousSubmitError,
+    ),
+    Case(
+        "504 after the job was taken",
+        "submit",
+        "LumaAmbiguousSubmitError, not resubmitted",
+        _s(504, after_processing=True),
+        expect=LumaAmbiguousSubmitError,
+    ),
+    Case(
+        "reset after the job was taken",
+        "submit",
+        "LumaAmbiguousSubmitError, not resubmitted",
+        {"kind": "reset", "after_processing": True},
+        expect=LumaAmbiguousSubmitError,
+    ),
+    Case(
+        "read timeout on submit",
+        "submit",
+        "LumaAmbiguousSubmitError, not resubmitted",
+        {"kind": "delay", "seconds": 3},
+        expect=LumaAmbiguousSubmitError,
+    ),
     Case("400 on submit", "submit", "LumaBadRequestError at once", _s(400), expect=LumaBadRequestError),
-    Case("403 quota on submit", "submit", "LumaAuthError at once", config={"quota_exhausted": True},
-         expect=LumaAuthError),
+    Case(
+        "403 quota on submit",
+        "submit",
+        "LumaAuthError at once",
+        config={"quota_exhausted": True},
+        expect=LumaAuthError,
+    ),
     # --- trigger (batch polling in the triggerer): every error path sleeps a poll interval
-    Case("429 burst", "trigger", "`success` event", {**_s(429, retry_after=0), "route": "tasks", "times": 3},
-         expect="success"),
-    Case("5xx burst", "trigger", "`success` event", {**_s(502), "route": "tasks", "times": 3}, expect="success"),
-    Case("connection resets", "trigger", "`success` event", {"kind": "reset", "route": "tasks", "times": 2},
-         expect="success"),
-    Case("persistent 401", "trigger", "`error` event after 3 polls; ≤ 1 request per poll",
-         {**_s(401), "route": "*", "times": 1000}, expect="error"),
-    Case("persistent 500", "trigger", "`error` event after the error budget; bounded requests",
-         {**_s(500), "route": "*", "times": 1000}, expect="error"),
-    Case("unknown state", "trigger", "keeps waiting, then `success`", {"kind": "unknown_state", "route": "tasks",
-                                                                        "times": 3}, expect="success"),
-    Case("generation ends failed", "trigger", "`failed` event naming the failure_reason", prompt="a ship #fail",
-         expect="failed"),
+    Case(
+        "429 burst",
+        "trigger",
+        "`success` event",
+        {**_s(429, retry_after=0), "route": "tasks", "times": 3},
+        expect="success",
+    ),
+    Case(
+        "5xx burst", "trigger", "`success` event", {**_s(502), "route": "tasks", "times": 3}, expect="success"
+    ),
+    Case(
+        "connection resets",
+        "trigger",
+        "`success` event",
+        {"kind": "reset", "route": "tasks", "times": 2},
+        expect="success",
+    ),
+    Case(
+        "persistent 401",
+        "trigger",
+        "`error` event after 3 polls; ≤ 1 request per poll",
+        {**_s(401), "route": "*", "times": 1000},
+        expect="error",
+    ),
+    Case(
+        "persistent 500",
+        "trigger",
+        "`error` event after the error budget; bounded requests",
+        {**_s(500), "route": "*", "times": 1000},
+        expect="error",
+    ),
+    Case(
+        "unknown state",
+        "trigger",
+        "keeps waiting, then `success`",
+        {"kind": "unknown_state", "route": "tasks", "times": 3},
+        expect="success",
+    ),
+    Case(
+        "generation ends failed",
+        "trigger",
+        "`failed` event naming the failure_reason",
+        prompt="a ship #fail",
+        expect="failed",
+    ),
 ]
 
 
 #: The whole-DAG layer, verified by the named tests (they run `airflow dags test` or a real Airflow).
 DAG_ROWS = [
-    ("429, 503 on submit; 500, reset, truncated JSON on batch status; short and reset downloads",
-     "all videos, each paid once", "tests/system/test_example_dags.py::test_daily_dag_rides_out_gateway_faults"),
-    ("a generation ends failed", "its wait task fails naming failure_reason; the manifest lists it; the run "
-     "is marked failed after the report", "tests/system/test_example_dags.py::test_daily_content_end_to_end_with_a_failing_prompt"),
-    ("worker dies right after submit", "the retry reuses the recorded generation; one submission",
-     "tests/integration/operators/test_luma.py::TestNeverPayTwice"),
-    ("triggerer killed mid-wait", "a new triggerer resumes every wait; one submission per prompt",
-     "tests/e2e/test_real_airflow.py"),
+    (
+        "429, 503 on submit; 500, reset, truncated JSON on batch status; short and reset downloads",
+        "all videos, each paid once",
+        "tests/system/test_example_dags.py::test_daily_dag_rides_out_gateway_faults",
+    ),
+    (
+        "a generation ends failed",
+        "its wait task fails naming failure_reason; the manifest lists it; the run "
+        "is marked failed after the report",
+        "tests/system/test_example_dags.py::test_daily_content_end_to_end_with_a_failing_prompt",
+    ),
+    (
+        "worker dies right after submit",
+        "the retry reuses the recorded generation; one submission",
+        "tests/integration/operators/test_luma.py::TestNeverPayTwice",
+    ),
+    (
+        "triggerer killed mid-wait",
+        "a new triggerer resumes every wait; one submission per prompt",
+        "tests/e2e/test_real_airflow.py",
+    ),
 ]
 
 
@@ -140,8 +235,9 @@ def render_doc() -> str:
 @pytest.fixture
 def gateway(monkeypatch):
     with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sandbox:
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT",
-                           connection_json(sandbox.url, key=KEY, max_retries=3, timeout=1.5))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=KEY, max_retries=3, timeout=1.5)
+        )
         yield sandbox
 
 
@@ -207,7 +303,9 @@ def _refused_submit() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = connection_json(f"http://127.0.0.1:{port}", key=KEY, max_retries=1)
+    os.environ["AIRFLOW_CONN_LUMA_DEFAULT"] = connection_json(
+        f"http://127.0.0.1:{port}", key=KEY, max_retries=1
+    )
     hook = LumaHook()
     with pytest.raises(LumaTransportError) as info:
         hook.submit_generation("a calm lake")
@@ -250,7 +348,7 @@ HOSTILE_SECTION = "## Hostile gateway"
 
 def test_doc_is_current():
     current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
-    rest = current[current.index(HOSTILE_SECTION):] if HOSTILE_SECTION in current else ""
+    rest = current[current.index(HOSTILE_SECTION) :] if HOSTILE_SECTION in current else ""
     text = render_doc() + ("\n" + rest if rest else "")
     if os.environ.get("UPDATE_FAULT_MATRIX"):
         DOC.parent.mkdir(exist_ok=True)

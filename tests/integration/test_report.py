@@ -21,15 +21,17 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 PROMPTS = [
     {"prompt": "A red fox trotting through fresh snow, low sun", "aspect_ratio": "16:9"},
     {"prompt": "Macro shot of dew on a spider web", "aspect_ratio": "1:1"},
-    {"prompt": "A paper plane gliding over rooftops at sunset, seen from far above the city",
-     "aspect_ratio": "4:3"},
+    {
+        "prompt": "A paper plane gliding over rooftops at sunset, seen from far above the city",
+        "aspect_ratio": "4:3",
+    },
 ]
 FAIL_REASON = "Content policy: no flamingos allowed"
 
 
 def pipeline_body(prompts_file: Path, out: Path) -> str:
     """Body of a DAG shaped like ``luma_daily_content``, using the shipped ``video_group``."""
-    return f'''
+    return f"""
         from luma_common import video_group
 
         @task
@@ -44,7 +46,7 @@ def pipeline_body(prompts_file: Path, out: Path) -> str:
 
         groups = video_group({f"{out}/"!r}).expand_kwargs(load_prompts())
         groups >> report()
-    '''
+    """
 
 
 @pytest.fixture

@@ -28,8 +28,11 @@ RUN_TIMEOUT = 180
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     """This process's environment without Airflow settings, pointed at ``home`` and ``dags/``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "LUMA_")) and k != "AIRFLOW_CONFIG"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "LUMA_")) and k != "AIRFLOW_CONFIG"
+    }
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
@@ -51,8 +54,13 @@ def write_prompt_file(path: Path, prompts: list[dict[str, Any]]) -> Path:
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("airflow_home")
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env(home),
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=airflow_env(home),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home
 
@@ -98,8 +106,15 @@ def dags_test(airflow_home: Path, sandbox: Any, tmp_path: Path):
         cmd = [sys.executable, "-m", "airflow", "dags", "test", dag_id, *args]
         if conf is not None:
             cmd += ["-c", json.dumps(conf)]
-        proc = subprocess.run(cmd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=RUN_TIMEOUT, cwd=tmp_path)
+        proc = subprocess.run(
+            cmd,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            cwd=tmp_path,
+        )
         (tmp_path / f"{dag_id}.log").write_text(proc.stdout)  # kept for debugging failures
         return DagTestRun(proc.returncode, proc.stdout, out_root)
 

@@ -27,8 +27,9 @@ def demo_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def run_demo(env_extra: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LUMA_", "AIRFLOW"))}
     env.update(env_extra)
-    return subprocess.run([sys.executable, str(DEMO)], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(DEMO)], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def test_demo_with_the_sandbox(demo_dirs: dict[str, str]) -> None:
@@ -55,15 +56,26 @@ def test_demo_with_the_sandbox(demo_dirs: dict[str, str]) -> None:
         urllib.request.urlopen(f"{url}/_sandbox/health", timeout=5)
 
 
-def test_demo_against_a_real_gateway_never_prints_the_key(demo_dirs: dict[str, str], sandbox,
-                                                           tmp_path: Path) -> None:
+def test_demo_against_a_real_gateway_never_prints_the_key(
+    demo_dirs: dict[str, str], sandbox, tmp_path: Path
+) -> None:
     # The in-process sandbox plays the "real" gateway: same code path as LUMA_API_KEY in production.
-    prompts = write_prompt_file(tmp_path / "prompts.yaml", [
-        {"prompt": "A kite over a beach"},
-        {"prompt": "A blocked prompt #fail:Quota exceeded for this key"},
-    ])
-    proc = run_demo({**demo_dirs, "LUMA_API_KEY": SANDBOX_KEY, "LUMA_BASE_URL": sandbox.url,
-                     "LUMA_POLL_INTERVAL": "1", "LUMA_PROMPTS_FILE": str(prompts)})
+    prompts = write_prompt_file(
+        tmp_path / "prompts.yaml",
+        [
+            {"prompt": "A kite over a beach"},
+            {"prompt": "A blocked prompt #fail:Quota exceeded for this key"},
+        ],
+    )
+    proc = run_demo(
+        {
+            **demo_dirs,
+            "LUMA_API_KEY": SANDBOX_KEY,
+            "LUMA_BASE_URL": sandbox.url,
+            "LUMA_POLL_INTERVAL": "1",
+            "LUMA_PROMPTS_FILE": str(prompts),
+        }
+    )
 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"using the real Luma gateway at {sandbox.url}" in proc.stdout

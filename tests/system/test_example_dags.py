@@ -35,10 +35,12 @@ DEFERRED = "[DAG TEST] running trigger in line"
 
 # ---------------------------------------------------------------------------------- helpers
 
+
 def sandbox_generation(sandbox: Any, generation_id: str) -> dict[str, Any]:
     """The sandbox's own view of a generation (404 -> HTTPError: the id must exist)."""
-    request = urllib.request.Request(f"{sandbox.url}/luma/generations/{generation_id}",
-                                     headers={"Authorization": f"Bearer {SANDBOX_KEY}"})
+    request = urllib.request.Request(
+        f"{sandbox.url}/luma/generations/{generation_id}", headers={"Authorization": f"Bearer {SANDBOX_KEY}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -63,8 +65,9 @@ def check_batch(folder: Path, prompts: list[dict[str, Any]], sandbox: Any) -> di
             assert entry["thumbnail"] == f"{entry['generation_id']}.jpg"
             assert (entry["width"], entry["height"]) != (None, None)
     completed = [e for e in entries if e["state"] == "completed"]
-    assert manifest["counts"] == {k: v for k, v in
-                                  {"completed": len(completed), "failed": len(entries) - len(completed)}.items() if v}
+    assert manifest["counts"] == {
+        k: v for k, v in {"completed": len(completed), "failed": len(entries) - len(completed)}.items() if v
+    }
 
     # Files on disk: exactly the manifest's videos, real MP4s, with JPEG thumbnails.
     assert {p.name for p in folder.glob("*.mp4")} == {e["video"] for e in completed}
@@ -99,6 +102,7 @@ def rendered_map_indexes(airflow_home: Path, dag_id: str, run_id: str) -> dict[s
 
 
 # ---------------------------------------------------------------------------------- parsing
+
 
 def load_dagbag(folder: Path) -> Any:
     """``DagBag(dag_folder=..., include_examples=False)``; Airflow 3.3 dropped ``include_examples``
@@ -150,8 +154,10 @@ def test_each_dag_file_parses_alone_quickly(monkeypatch: pytest.MonkeyPatch) -> 
 
 # ---------------------------------------------------------------------------------- end to end
 
-def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_path: Path,
-                                                        airflow_home: Path) -> None:
+
+def test_daily_content_end_to_end_with_a_failing_prompt(
+    dags_test, sandbox, tmp_path: Path, airflow_home: Path
+) -> None:
     prompts = [
         {"prompt": "A red fox trotting through fresh snow, low sun", "aspect_ratio": "16:9"},
         {"prompt": "Macro shot of dew on a spider web", "aspect_ratio": "1:1"},
@@ -185,12 +191,15 @@ def test_daily_content_end_to_end_with_a_failing_prompt(dags_test, sandbox, tmp_
     # failed prompt's download never ran, so it has no name.
     labels = [p["prompt"] if len(p["prompt"]) <= 48 else p["prompt"][:47] + "…" for p in prompts]
     assert rendered_map_indexes(airflow_home, "luma_daily_content", manifest["run_id"]) == {
-        "generate.submit": labels, "generate.wait": labels, "generate.download": [*labels[:2], None],
+        "generate.submit": labels,
+        "generate.wait": labels,
+        "generate.download": [*labels[:2], None],
     }
 
 
-def test_asset_pipeline_end_to_end_emits_the_batch_asset(dags_test, sandbox, tmp_path: Path,
-                                                        airflow_home: Path) -> None:
+def test_asset_pipeline_end_to_end_emits_the_batch_asset(
+    dags_test, sandbox, tmp_path: Path, airflow_home: Path
+) -> None:
     incoming = tmp_path / "luma_prompts" / "incoming.yaml"
     incoming.parent.mkdir()
     prompts = [
@@ -223,7 +232,9 @@ def test_asset_pipeline_end_to_end_emits_the_batch_asset(dags_test, sandbox, tmp
             "WHERE r.dag_id = 'luma_asset_pipeline'"
         ).fetchall()
     assert schedule == [(asset_uri,)]
-    mine = [(json.loads(extra), task, run_id) for extra, task, run_id in events if run_id == manifest["run_id"]]
+    mine = [
+        (json.loads(extra), task, run_id) for extra, task, run_id in events if run_id == manifest["run_id"]
+    ]
     assert len(mine) == 1, events
     extra, task_id, _ = mine[0]
     assert task_id == "report"
@@ -231,7 +242,9 @@ def test_asset_pipeline_end_to_end_emits_the_batch_asset(dags_test, sandbox, tmp
         "run_id": manifest["run_id"],
         "manifest": f"{manifest['output_dir']}/manifest.json",
         "gallery": f"{manifest['output_dir']}/index.html",
-        "total": 2, "completed": 2, "failed": 0,
+        "total": 2,
+        "completed": 2,
+        "failed": 0,
     }
     assert extra["manifest"] == f"file://{batches[0]}/manifest.json"
 
@@ -254,13 +267,17 @@ def test_image_to_video_then_extend_end_to_end(dags_test, sandbox) -> None:
     assert sent_first["image_url"].startswith("data:image/png;base64,")
     assert sent_first["image_end_url"].startswith("data:image/png;base64,")
     assert sent_first["image_url"] != sent_first["image_end_url"]
-    assert sandbox_generation(sandbox, extension["generation_id"])["request"]["extend_of"] == first["generation_id"]
+    assert (
+        sandbox_generation(sandbox, extension["generation_id"])["request"]["extend_of"]
+        == first["generation_id"]
+    )
     assert sandbox.stats()["submissions"] == 2
 
     # Both waits deferred; the extension was submitted only after the first clip was done.
     assert run.output.count(DEFERRED) == 2
-    assert run.output.index("[DAG TEST] end task task_id=wait_keyframes") < \
-        run.output.index("[DAG TEST] starting task_id=extend")
+    assert run.output.index("[DAG TEST] end task task_id=wait_keyframes") < run.output.index(
+        "[DAG TEST] starting task_id=extend"
+    )
 
 
 def test_a_clean_run_logs_no_errors(dags_test, sandbox, tmp_path: Path) -> None:
@@ -272,15 +289,19 @@ def test_a_clean_run_logs_no_errors(dags_test, sandbox, tmp_path: Path) -> None:
     # One prompt -> one download XCom, which Airflow 3 pulls unwrapped: the video must still show.
     manifest = check_batch(run.out_root / "2026-11-26", [{"prompt": "A calm lake at dawn"}], sandbox)
     assert manifest["counts"] == {"completed": 1}
-    spurious = [line for line in run.output.splitlines() if "XCom not found" in line and "luma_video_url" in line]
+    spurious = [
+        line for line in run.output.splitlines() if "XCom not found" in line and "luma_video_url" in line
+    ]
     assert spurious == []
 
 
 def test_daily_dag_rides_out_gateway_faults(dags_test, sandbox, tmp_path: Path) -> None:
     """The DAG layer of the fault matrix: a gateway that rate-limits, errors, drops connections
     and cuts downloads short throughout the run still yields every video, paid for once."""
-    prompts = [{"prompt": "A lighthouse in a storm", "aspect_ratio": "16:9"},
-               {"prompt": "Koi fish under lily pads", "aspect_ratio": "1:1"}]
+    prompts = [
+        {"prompt": "A lighthouse in a storm", "aspect_ratio": "16:9"},
+        {"prompt": "Koi fish under lily pads", "aspect_ratio": "1:1"},
+    ]
     prompts_file = write_prompt_file(tmp_path / "faulty.yaml", prompts)
     faults = [
         {"route": "submit", "kind": "status", "status": 429, "retry_after": 0, "times": 2},

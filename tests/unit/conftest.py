@@ -62,8 +62,11 @@ def _no_sockets(item: pytest.Item) -> Iterator[None]:
         # Fail on the attempt itself: code under test may swallow the exception or replace it
         # with its own (a retry loop, a server thread that "failed to start").
         if attempts:
-            pytest.fail(f"{item.nodeid} tried {', '.join(attempts)}: a unit test opens no socket; "
-                        "move it to tests/integration", pytrace=False)
+            pytest.fail(
+                f"{item.nodeid} tried {', '.join(attempts)}: a unit test opens no socket; "
+                "move it to tests/integration",
+                pytrace=False,
+            )
 
 
 # Hooks in this conftest only run for items under tests/unit. Wrapping every phase also covers
@@ -72,8 +75,10 @@ def _no_sockets(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     used = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
     if used:
-        pytest.fail(f"{item.nodeid} uses {sorted(used)} (metadata DB / sandbox); "
-                    "move it to tests/integration", pytrace=False)
+        pytest.fail(
+            f"{item.nodeid} uses {sorted(used)} (metadata DB / sandbox); move it to tests/integration",
+            pytrace=False,
+        )
     with _no_sockets(item):
         return (yield)
 

@@ -60,9 +60,16 @@ class TestProviderInfo:
         assert conn["connection-type"] == luma_provider.CONNECTION_TYPE == "luma"
         assert conn["hook-class-name"] == "luma_provider.hooks.luma.LumaHook"
         assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
-        assert set(conn["conn-fields"]) == {"timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl",
-                                            "max_response_bytes", "download_stall_timeout",
-                                            "allow_private_downloads"}
+        assert set(conn["conn-fields"]) == {
+            "timeout",
+            "max_retries",
+            "batch_size",
+            "path_prefix",
+            "verify_ssl",
+            "max_response_bytes",
+            "download_stall_timeout",
+            "allow_private_downloads",
+        }
 
     def test_provider_info_is_json(self):
         info = get_provider_info()
@@ -89,8 +96,10 @@ class TestListedPathsImport:
         from airflow.sdk import BaseOperatorLink
 
         links = get_provider_info()["extra-links"]
-        assert links == ["luma_provider.links.luma.LumaVideoLink",
-                         "luma_provider.links.luma.LumaVideoDownloadLink"]
+        assert links == [
+            "luma_provider.links.luma.LumaVideoLink",
+            "luma_provider.links.luma.LumaVideoDownloadLink",
+        ]
         for dotted in links:
             link_cls = import_path(dotted)
             assert issubclass(link_cls, BaseOperatorLink)
@@ -108,8 +117,14 @@ def test_import_is_light(tmp_path):
         "import json, sys, luma_provider; luma_provider.get_provider_info(); "
         "print(json.dumps(sorted(m for m in ('airflow', 'requests', 'aiohttp', 'tenacity') if m in sys.modules)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(tmp_path), capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -138,8 +153,10 @@ def airflow_runs(tmp_path_factory):
         "hooks": [str(AIRFLOW_BIN), "providers", "hooks", "-o", "json"],
         "pm": [sys.executable, "-c", _PM_SCRIPT],
     }
-    procs = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, cmd in commands.items()}
+    procs = {
+        name: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, cmd in commands.items()
+    }
     results = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
@@ -179,9 +196,19 @@ class TestAirflowDiscovery:
 
     def test_connection_form_widgets(self, airflow_runs):
         widgets = _last_json_line(airflow_runs["pm"])["widgets"]
-        assert set(widgets) == {f"extra__luma__{n}" for n in
-                                ("timeout", "max_retries", "batch_size", "path_prefix", "verify_ssl",
-                                 "max_response_bytes", "download_stall_timeout", "allow_private_downloads")}
+        assert set(widgets) == {
+            f"extra__luma__{n}"
+            for n in (
+                "timeout",
+                "max_retries",
+                "batch_size",
+                "path_prefix",
+                "verify_ssl",
+                "max_response_bytes",
+                "download_stall_timeout",
+                "allow_private_downloads",
+            )
+        }
         timeout = widgets["extra__luma__timeout"]
         assert timeout["hook"] == "luma_provider.hooks.luma.LumaHook"
         assert timeout["package"] == "airflow-provider-luma"

@@ -31,7 +31,9 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
     from loopback (other sandboxes as CDNs) are allowed unless ``extra`` says otherwise.
     """
 
-    def make(url: str, key: str | None = KEY, extra: dict[str, Any] | None = None, **hook_kwargs: Any) -> LumaHook:
+    def make(
+        url: str, key: str | None = KEY, extra: dict[str, Any] | None = None, **hook_kwargs: Any
+    ) -> LumaHook:
         extras = {"max_retries": 2, "allow_private_downloads": True, **(extra or {})}
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(url, key=key, **extras))
         return LumaHook(**hook_kwargs)
@@ -63,4 +65,3 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     max_retries, _initial, _max = api.RetryPolicy.__init__.__defaults__
     monkeypatch.setattr(api.RetryPolicy.__init__, "__defaults__", (max_retries, 0.02, 0.1))
-

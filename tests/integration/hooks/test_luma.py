@@ -67,8 +67,10 @@ def wait_completed(hook: LumaHook, gen_id: str) -> LumaGeneration:
 def submit_direct(sb: LumaSandbox, prompt: str = "a direct job") -> str:
     """Create a generation without the hook (plain HTTP), for tests about reading it."""
     resp = requests.post(
-        f"{sb.url}/luma/generations", json={"user_prompt": prompt},
-        headers={"Authorization": f"Bearer {sb.api_key}"}, timeout=10,
+        f"{sb.url}/luma/generations",
+        json={"user_prompt": prompt},
+        headers={"Authorization": f"Bearer {sb.api_key}"},
+        timeout=10,
     )
     assert resp.status_code == 200, resp.text
     return resp.json()["id"]
@@ -198,8 +200,14 @@ class TestRoundTrip:
 class TestSubmitAndExtend:
     def test_submit_maps_fields_to_gateway_names(self, sandbox, hook):
         gen = hook.submit_generation(
-            "  a lighthouse at dusk  ", aspect_ratio="9:16", model="ray-2", loop=True, expand_prompt="no",
-            image_url="https://example.com/start.jpg", resolution="720p", duration="5s",
+            "  a lighthouse at dusk  ",
+            aspect_ratio="9:16",
+            model="ray-2",
+            loop=True,
+            expand_prompt="no",
+            image_url="https://example.com/start.jpg",
+            resolution="720p",
+            duration="5s",
         )
         wait_completed(hook, gen.id)
         stored = hook.get_generation(gen.id).raw["request"]  # the sandbox echoes what it stored
@@ -224,14 +232,19 @@ class TestSubmitAndExtend:
         source = hook.submit_generation("a boat")
         wait_completed(hook, source.id)
 
-        extension = hook.extend_generation(source.id, "the boat sails away", aspect_ratio="16:9", model="ray-2")
+        extension = hook.extend_generation(
+            source.id, "the boat sails away", aspect_ratio="16:9", model="ray-2"
+        )
 
         assert extension.id != source.id
         assert extension.state == LumaState.QUEUED
         assert sandbox.submissions == 2
         wait_completed(hook, extension.id)
         assert hook.get_generation(extension.id).raw["request"] == {
-            "prompt": "the boat sails away", "aspect_ratio": "16:9", "model_name": "ray-v2", "extend_of": source.id,
+            "prompt": "the boat sails away",
+            "aspect_ratio": "16:9",
+            "model_name": "ray-v2",
+            "extend_of": source.id,
         }
 
     def test_extend_of_unfinished_generation_is_rejected(self, sandbox, hook):
@@ -242,7 +255,9 @@ class TestSubmitAndExtend:
             hook.extend_generation(source.id, "more")
 
         assert info.value.status == 400
-        assert f"generation {source.id} is pending; only completed generations can be extended" in str(info.value)
+        assert f"generation {source.id} is pending; only completed generations can be extended" in str(
+            info.value
+        )
         assert by_route(sandbox, "extend") == 1  # a 400 is not retried
         assert sandbox.submissions == 1
 
@@ -319,7 +334,9 @@ class TestRetries:
 
         assert gen.state == LumaState.COMPLETED
         assert [(r["route"], r["status"]) for r in sandbox.stats()["recent"]] == [
-            ("submit", 200), ("get", 429), ("get", 200),
+            ("submit", 200),
+            ("get", 429),
+            ("get", 200),
         ]
 
     def test_429_exhausted(self, sandbox, hook):
@@ -438,11 +455,22 @@ class TestSecrets:
     def test_key_never_in_errors_logs_or_repr(self, connect, caplog):
         with LumaSandbox(port=0, api_key=SECRET) as sb:
             hook = connect(sb.url, key=SECRET)
-            sb.add_faults([
-                {"route": "get", "kind": "status", "status": 500, "body": {"error": {"message": f"boom {SECRET}"}}},
-                {"route": "get", "kind": "status", "status": 401,
-                 "body": {"error": {"message": f"bad token {SECRET}", "code": ""}}},
-            ])
+            sb.add_faults(
+                [
+                    {
+                        "route": "get",
+                        "kind": "status",
+                        "status": 500,
+                        "body": {"error": {"message": f"boom {SECRET}"}},
+                    },
+                    {
+                        "route": "get",
+                        "kind": "status",
+                        "status": 401,
+                        "body": {"error": {"message": f"bad token {SECRET}", "code": ""}},
+                    },
+                ]
+            )
             caplog.set_level(logging.DEBUG)
 
             with pytest.raises(LumaAuthError) as info:
@@ -487,8 +515,13 @@ class TestSecrets:
         (gen_id,) = completed_ids(sandbox, 1)
         with LumaSandbox(port=0, api_key=sandbox.api_key, time_scale=0) as cdn:
             cdn_id = submit_direct(cdn)
-            sandbox.add_fault(route="media", kind="status", status=302, body="",
-                              headers={"Location": f"{cdn.url}/luma/generations/{cdn_id}"})
+            sandbox.add_fault(
+                route="media",
+                kind="status",
+                status=302,
+                body="",
+                headers={"Location": f"{cdn.url}/luma/generations/{cdn_id}"},
+            )
             with pytest.raises(LumaDownloadError, match=r"\(HTTP 401\)"):
                 hook.download_video(gen_id, tmp_path)
             last = cdn.stats()["recent"][-1]
@@ -559,11 +592,16 @@ class TestDownloads:
     def test_size_cap_while_streaming(self, sandbox, hook, tmp_path):
         # /media/blob announces the size; a cap just under it must stop the download.
         with pytest.raises(LumaDownloadError):
-            hook.download_file(f"{sandbox.url}/media/blob?size=3000000", tmp_path, default_name="blob.bin",
-                               max_bytes=2_999_999)
+            hook.download_file(
+                f"{sandbox.url}/media/blob?size=3000000",
+                tmp_path,
+                default_name="blob.bin",
+                max_bytes=2_999_999,
+            )
         assert files_in(tmp_path) == []
-        path = hook.download_file(f"{sandbox.url}/media/blob?size=3000000", tmp_path, default_name="blob.bin",
-                                  max_bytes=3_000_000)
+        path = hook.download_file(
+            f"{sandbox.url}/media/blob?size=3000000", tmp_path, default_name="blob.bin", max_bytes=3_000_000
+        )
         assert Path(path.removeprefix("file://")).stat().st_size == 3_000_000
 
     @pytest.mark.parametrize("name", ["clip#1.mp4", "what?.mp4", "my video.mp4", "100%.mp4"])
@@ -573,8 +611,14 @@ class TestDownloads:
         assert files_in(tmp_path) == [name]
 
     def test_redirect_to_file_url_refused(self, sandbox, hook, done, tmp_path, fast_backoff):
-        sandbox.add_fault(route="media", kind="status", status=302, body="", times=100,
-                          headers={"Location": "file:///etc/passwd"})
+        sandbox.add_fault(
+            route="media",
+            kind="status",
+            status=302,
+            body="",
+            times=100,
+            headers={"Location": "file:///etc/passwd"},
+        )
         with pytest.raises(LumaDownloadError, match=r"not a plain http\(s\) URL"):
             hook.download_video(done, tmp_path)
         assert files_in(tmp_path) == []
@@ -680,8 +724,12 @@ class TestAsyncTransport:
         # Find a prompt whose GET body has its middle byte inside a 3-byte character (the fault cuts there).
         for pad in range(3):
             body = {"user_prompt": "a" * pad + "猫" * 1000, "image_url": "https://example.com/" + "x" * 4000}
-            gen_id = requests.post(f"{sandbox.url}/luma/generations", json=body, headers=headers, timeout=10).json()["id"]
-            raw = requests.get(f"{sandbox.url}/luma/generations/{gen_id}", headers=headers, timeout=10).content
+            gen_id = requests.post(
+                f"{sandbox.url}/luma/generations", json=body, headers=headers, timeout=10
+            ).json()["id"]
+            raw = requests.get(
+                f"{sandbox.url}/luma/generations/{gen_id}", headers=headers, timeout=10
+            ).content
             try:
                 raw[: len(raw) // 2].decode("utf-8")
             except UnicodeDecodeError:
@@ -712,8 +760,12 @@ class TestConnectionAndPolling:
     )
     def test_connection_forms(self, sandbox, monkeypatch, conn, path_start):
         (gen_id,) = completed_ids(sandbox, 1)
-        data: dict[str, Any] = {"conn_type": "luma", "host": sandbox.url + conn.get("host_suffix", ""),
-                                "password": sandbox.api_key, "extra": conn.get("extra", {})}
+        data: dict[str, Any] = {
+            "conn_type": "luma",
+            "host": sandbox.url + conn.get("host_suffix", ""),
+            "password": sandbox.api_key,
+            "extra": conn.get("extra", {}),
+        }
         if conn.get("split_port"):
             data.update(host="http://127.0.0.1", port=sandbox.port)
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(data))
@@ -773,7 +825,10 @@ class TestValidationBeforeHttp:
             (lambda h: h.submit_generation("a cat", aspect_ratio="21:9"), "aspect_ratio"),
             (lambda h: h.submit_generation("a cat", model="ray-9"), "model"),
             (lambda h: h.submit_generation("a cat", image_url="file:///etc/passwd"), "image_url"),
-            (lambda h: h.submit_generation("a cat", image_end_url="data:image/png;base64,@@@"), "image_end_url"),
+            (
+                lambda h: h.submit_generation("a cat", image_end_url="data:image/png;base64,@@@"),
+                "image_end_url",
+            ),
             (lambda h: h.submit_generation("a cat", loop="maybe"), "loop"),
             (lambda h: h.submit_generation("a cat", user_prompt="sneaky"), "extra"),
             (lambda h: h.get_generation("../../etc/passwd"), "generation_id"),

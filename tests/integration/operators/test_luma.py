@@ -13,11 +13,12 @@ import pytest
 
 DEFERRED = "[DAG TEST] running trigger in line"
 
+
 class TestGenerate:
     def test_submit_returns_id_and_pushes_generation(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a lighthouse in fog", aspect_ratio="9:16")
-        ''')
+        """)
         assert result.state == "success"
         gen_id = result.xcom("submit")
         generation = result.xcom("submit", "generation")
@@ -40,9 +41,9 @@ class TestGenerate:
         ],
     )
     def test_validation_fails_before_any_http(self, run_dag, gateway, kwargs: str, field: str) -> None:
-        result = run_dag.run(f'''
+        result = run_dag.run(f"""
             LumaGenerateOperator(task_id="submit", prompt="a cat", {kwargs})
-        ''')
+        """)
         assert result.state == "failed"
         assert result.ti("submit").state == "failed"
         assert "LumaValidationError" in result.log
@@ -50,18 +51,18 @@ class TestGenerate:
         assert gateway.stats()["requests"] == 0
 
     def test_empty_prompt_fails_before_any_http(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="   ")
-        ''')
+        """)
         assert result.ti("submit").state == "failed"
         assert "prompt" in result.log and "LumaValidationError" in result.log
         assert gateway.stats()["requests"] == 0
 
     def test_wait_deferrable_really_defers(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a waterfall", wait_for_completion=True,
                                  poll_interval=0.3)
-        ''')
+        """)
         assert result.state == "success"
         assert DEFERRED in result.log
         done = result.xcom("submit")
@@ -72,10 +73,10 @@ class TestGenerate:
         assert gateway.submissions == 1
 
     def test_wait_non_deferrable_polls_on_worker(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a waterfall", wait_for_completion=True,
                                  deferrable=False, poll_interval=0.2)
-        ''')
+        """)
         assert result.state == "success"
         assert DEFERRED not in result.log
         assert result.xcom("submit")["state"] == "completed"
@@ -84,26 +85,26 @@ class TestGenerate:
         assert gateway.stats()["by_route"]["tasks"] >= 1
 
     def test_wait_for_failing_generation_fails_with_reason(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="forbidden #fail", wait_for_completion=True,
                                  poll_interval=0.3)
-        ''')
+        """)
         assert result.ti("submit").state == "failed"
         gen_id = result.xcom("submit", "generation")["id"]
         assert gen_id in result.log
         assert "Advanced prompt moderation failed" in result.log
 
     def test_wait_timeout_fails(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a slow glacier #slow", wait_for_completion=True,
                                  poll_interval=0.3, timeout=0.8)
-        ''')
+        """)
         assert result.ti("submit").state == "failed"
         assert DEFERRED in result.log
         assert "LumaTimeoutError" in result.log and "Timed out waiting for" in result.log
 
     def test_extend_generation(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             first = LumaGenerateOperator(task_id="first", prompt="a kite", wait_for_completion=True,
                                          deferrable=False, poll_interval=0.2)
             more = LumaGenerateOperator(
@@ -112,7 +113,7 @@ class TestGenerate:
                 extend_generation_id="{{ ti.xcom_pull(task_ids='first', key='generation')['id'] }}",
             )
             first >> more
-        ''')
+        """)
         assert result.state == "success"
         first, extended = result.xcom("first"), result.xcom("extend")
         assert extended["id"] != first["id"]
@@ -125,28 +126,29 @@ class TestGenerate:
 
     def test_mapped_generate_labels_map_indexes_with_prompts(self, run_dag, gateway) -> None:
         long_prompt = "an extremely long prompt about a city skyline at night with neon reflections"
-        result = run_dag.run(f'''
+        result = run_dag.run(f"""
             LumaGenerateOperator.partial(task_id="submit").expand(
                 prompt=["a red fox", "a  blue\\n whale", {long_prompt!r}]
             )
-        ''')
+        """)
         assert result.state == "success"
         tis = result.mapped("submit")
         assert [t.map_index for t in tis] == [0, 1, 2]
         assert [t.rendered_map_index for t in tis] == [
-            "a red fox", "a blue whale", long_prompt[:47] + "…",
+            "a red fox",
+            "a blue whale",
+            long_prompt[:47] + "…",
         ]
         assert gateway.submissions == 3
         assert len({result.xcom("submit", map_index=i) for i in range(3)}) == 3
 
-
     def test_mapped_generate_user_template_wins(self, run_dag, gateway) -> None:
         """A map_index_template given to partial() replaces the default prompt label."""
-        result = run_dag.run('''
+        result = run_dag.run("""
             LumaGenerateOperator.partial(task_id="submit", map_index_template="{{ task.prompt | upper }}").expand(
                 prompt=["a red fox", "a blue whale"]
             )
-        ''')
+        """)
         assert result.state == "success"
         assert [t.rendered_map_index for t in result.mapped("submit")] == ["A RED FOX", "A BLUE WHALE"]
         assert gateway.submissions == 2
@@ -158,7 +160,7 @@ class TestNeverPayTwice:
     ) -> None:
         body = f'''
             LumaGenerateOperator(task_id="submit", prompt="a lighthouse at dusk",
-                                 idempotency_key="batch-1", ledger_path="{tmp_path / 'ledger'}")
+                                 idempotency_key="batch-1", ledger_path="{tmp_path / "ledger"}")
         '''
         first = run_dag.run(body)
         second = run_dag.run(body)
@@ -178,7 +180,7 @@ class TestNeverPayTwice:
         assert gateway.submissions == 1  # counted since the reset
 
     def test_retry_reuses_the_recorded_generation(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             class FlakyAfterSubmit(LumaGenerateOperator):
                 def execute(self, context):
                     value = super().execute(context)
@@ -188,7 +190,7 @@ class TestNeverPayTwice:
 
             FlakyAfterSubmit(task_id="submit", prompt="an expensive shot", retries=1,
                              retry_delay=timedelta(seconds=0))
-        ''')
+        """)
         ti = result.ti("submit")
         assert ti.try_number == 2
         assert ti.state == "success"
@@ -200,7 +202,7 @@ class TestNeverPayTwice:
         assert gateway.submissions == 1
 
     def test_retry_after_failed_generation_submits_again(self, run_dag, gateway) -> None:
-        result = run_dag.run('''
+        result = run_dag.run("""
             class WaitThenFlaky(LumaGenerateOperator):
                 def execute(self, context):
                     if context["ti"].try_number == 1:
@@ -212,29 +214,38 @@ class TestNeverPayTwice:
 
             WaitThenFlaky(task_id="submit", prompt="will fail #fail", retries=1,
                           retry_delay=timedelta(seconds=0))
-        ''')
+        """)
         ti = result.ti("submit")
         assert (ti.try_number, ti.state) == (2, "success")
         first_id = re.search(r"crashed after submitting ([0-9a-f-]{36})", result.log).group(1)
-        assert re.search(rf"Generation {first_id} recorded for an earlier try.*failed "
-                         r"\(Advanced prompt moderation failed\)", result.log)
+        assert re.search(
+            rf"Generation {first_id} recorded for an earlier try.*failed "
+            r"\(Advanced prompt moderation failed\)",
+            result.log,
+        )
         assert result.xcom("submit") != first_id  # a fresh generation replaced the failed one
         assert gateway.submissions == 2
 
 
 class TestDownload:
     def _completed(self, run_dag, body: str):
-        return run_dag.run('''
+        return run_dag.run(
+            """
             submit = LumaGenerateOperator(task_id="submit", prompt="a sunset", wait_for_completion=True,
                                           deferrable=False, poll_interval=0.2)
-        ''' + body)
+        """
+            + body
+        )
 
     def test_to_folder(self, run_dag, gateway, tmp_path: Path) -> None:
-        result = self._completed(run_dag, f'''
+        result = self._completed(
+            run_dag,
+            f'''
             LumaDownloadVideoOperator(task_id="download", generation_id="{{{{ ti.xcom_pull('submit')['id'] }}}}",
                                       destination="{tmp_path}/videos/")
             submit >> dag.task_dict["download"]
-        ''')
+        ''',
+        )
         assert result.state == "success"
         gen_id = result.xcom("submit")["id"]
         target = tmp_path / "videos" / f"{gen_id}.mp4"
@@ -243,10 +254,13 @@ class TestDownload:
         assert list((tmp_path / "videos").iterdir()) == [target]  # no .part files left behind
 
     def test_to_file_path_from_generation_dict(self, run_dag, gateway, tmp_path: Path) -> None:
-        result = self._completed(run_dag, f'''
+        result = self._completed(
+            run_dag,
+            f'''
             LumaDownloadVideoOperator(task_id="download", generation_id=submit.output,
                                       destination="{tmp_path}/clip.mp4")
-        ''')
+        ''',
+        )
         assert result.state == "success"
         assert result.xcom("download") == f"file://{tmp_path}/clip.mp4"
         assert (tmp_path / "clip.mp4").read_bytes()[4:8] == b"ftyp"
@@ -254,10 +268,13 @@ class TestDownload:
         assert gateway.stats()["by_route"].get("get", 0) == 0
 
     def test_include_thumbnail(self, run_dag, gateway, tmp_path: Path) -> None:
-        result = self._completed(run_dag, f'''
+        result = self._completed(
+            run_dag,
+            f'''
             LumaDownloadVideoOperator(task_id="download", generation_id=submit.output, include_thumbnail=True,
                                       destination="{tmp_path}/out/")
-        ''')
+        ''',
+        )
         gen_id = result.xcom("submit")["id"]
         assert result.xcom("download") == {
             "generation_id": gen_id,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -29,16 +30,15 @@ def instant() -> Iterator[LumaSandbox]:
 
 
 @pytest.fixture
-def api(request: pytest.FixtureRequest) -> Callable[..., requests.Response]:
+def api() -> Iterator[Callable[..., requests.Response]]:
     """``api(sandbox, method, path, json=...)``: an authenticated call with a short timeout."""
-    session = requests.Session()
-    request.addfinalizer(session.close)
+    with requests.Session() as session:
 
-    def call(sandbox: LumaSandbox, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {**AUTH, **kwargs.pop("headers", {})}
-        return session.request(method, sandbox.url + path, headers=headers, timeout=10, **kwargs)
+        def call(sandbox: LumaSandbox, method: str, path: str, **kwargs: Any) -> requests.Response:
+            headers = {**AUTH, **kwargs.pop("headers", {})}
+            return session.request(method, sandbox.url + path, headers=headers, timeout=10, **kwargs)
 
-    return call
+        yield call
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 PLUGIN = "luma_provider.sandbox.pytest_plugin"
 
 # A submit then a poll over real HTTP, on the sandbox the fixture started.
-TEST_FILE = '''
+TEST_FILE = """
 import requests
 
 
@@ -27,7 +27,7 @@ def test_fetches_its_generation(luma_sandbox):
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["id"] == gen_id
     assert luma_sandbox.submissions == 1
-'''
+"""
 
 
 @pytest.fixture

@@ -17,8 +17,13 @@ from luma_provider.sandbox import LumaSandbox, SandboxAdmin
 KEY = "sandbox-key"  # the ``sb`` fixture's
 
 
-def admin_call(sandbox: LumaSandbox, method: str, path: str, body: bytes | None = None,
-               headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def admin_call(
+    sandbox: LumaSandbox,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """``(status, parsed JSON body)`` of one request; bytes bodies go out with no Content-Type of their own."""
     resp = requests.request(method, f"{sandbox.url}{path}", data=body, headers=headers or {}, timeout=5)
     return resp.status_code, resp.json()
@@ -35,8 +40,11 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": KEY}],
-                         ids=["no-key", "wrong-key", "no-bearer-scheme"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": KEY}],
+    ids=["no-key", "wrong-key", "no-bearer-scheme"],
+)
 def test_config_post_without_the_key_is_401_and_changes_nothing(sb: LumaSandbox, headers: dict) -> None:
     status, body = admin_call(sb, "POST", "/_sandbox/config", TURN_AUTH_OFF, {**JSON, **headers})
     assert status == 401
@@ -44,8 +52,10 @@ def test_config_post_without_the_key_is_401_and_changes_nothing(sb: LumaSandbox,
     assert auth_still_on(sb)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", None])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
 def test_config_post_with_key_but_not_json_is_415_and_changes_nothing(sb: LumaSandbox, content_type) -> None:
     # What cross-site "simple" requests can carry: form encodings, or no type at all (no-cors fetch)
     headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
@@ -56,13 +66,20 @@ def test_config_post_with_key_but_not_json_is_415_and_changes_nothing(sb: LumaSa
 
 
 def test_config_post_with_key_and_json_works(sb: LumaSandbox) -> None:
-    status, body = admin_call(sb, "POST", "/_sandbox/config", json.dumps({"shape": "native-array"}).encode(),
-                              {**AUTH, "Content-Type": "application/json; charset=utf-8"})
+    status, body = admin_call(
+        sb,
+        "POST",
+        "/_sandbox/config",
+        json.dumps({"shape": "native-array"}).encode(),
+        {**AUTH, "Content-Type": "application/json; charset=utf-8"},
+    )
     assert status == 200 and body["shape"] == "native-array"
     assert sb.config.shape == "native-array"
     status, body = admin_call(sb, "POST", "/_sandbox/config", TURN_AUTH_OFF, {**AUTH, **JSON})
     assert status == 200 and body["api_key"] is None
-    assert requests.post(f"{sb.url}/luma/generations", json={"user_prompt": "x"}, timeout=5).status_code == 200
+    assert (
+        requests.post(f"{sb.url}/luma/generations", json={"user_prompt": "x"}, timeout=5).status_code == 200
+    )
 
 
 def test_health_stays_open(sb: LumaSandbox) -> None:
@@ -70,14 +87,17 @@ def test_health_stays_open(sb: LumaSandbox) -> None:
     assert requests.head(f"{sb.url}/_sandbox/health", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("GET", "/_sandbox/stats", None),
-    ("GET", "/_sandbox/config", None),
-    ("GET", "/_sandbox/faults", None),
-    ("POST", "/_sandbox/faults", json.dumps([{"route": "get", "kind": "reset"}]).encode()),
-    ("DELETE", "/_sandbox/faults", None),
-    ("POST", "/_sandbox/reset", None),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/_sandbox/stats", None),
+        ("GET", "/_sandbox/config", None),
+        ("GET", "/_sandbox/faults", None),
+        ("POST", "/_sandbox/faults", json.dumps([{"route": "get", "kind": "reset"}]).encode()),
+        ("DELETE", "/_sandbox/faults", None),
+        ("POST", "/_sandbox/reset", None),
+    ],
+)
 def test_every_other_admin_route_needs_the_key(sb: LumaSandbox, submit, method, path, body) -> None:
     submit(sb)
     sb.add_fault(route="submit", kind="status", status=503)

@@ -20,8 +20,21 @@ from luma_provider.sandbox import LumaSandbox, SandboxAdmin
 def cli_sandbox(tmp_path: Path):
     port_file = tmp_path / "sandbox.url"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luma_provider.sandbox", "--port", "0", "--port-file", str(port_file),
-         "--api-key", "cli-key", "--time-scale", "0", "--tasks-shape", "newapi-wrapper"],
+        [
+            sys.executable,
+            "-m",
+            "luma_provider.sandbox",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--api-key",
+            "cli-key",
+            "--time-scale",
+            "0",
+            "--tasks-shape",
+            "newapi-wrapper",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -45,7 +58,9 @@ def test_cli_serves_and_stops_on_sigterm(cli_sandbox) -> None:
     proc, url = cli_sandbox
     assert url.startswith("http://127.0.0.1:")
     headers = {"Authorization": "Bearer cli-key"}
-    gen = requests.post(f"{url}/luma/generations", json={"user_prompt": "x"}, headers=headers, timeout=5).json()
+    gen = requests.post(
+        f"{url}/luma/generations", json={"user_prompt": "x"}, headers=headers, timeout=5
+    ).json()
     tasks = requests.post(f"{url}/luma/tasks", json={"ids": [gen["id"]]}, headers=headers, timeout=5).json()
     assert tasks["data"][0]["status"] == "SUCCESS"
     proc.send_signal(signal.SIGTERM)
@@ -80,8 +95,9 @@ def test_sandbox_admin_controls_another_process(cli_sandbox) -> None:
 
 def test_admin_fault_routes_over_http(sb) -> None:
     headers = {"Authorization": "Bearer sandbox-key"}
-    resp = requests.post(f"{sb.url}/_sandbox/faults", json=[{"route": "get", "kind": "empty"}], headers=headers,
-                         timeout=5)
+    resp = requests.post(
+        f"{sb.url}/_sandbox/faults", json=[{"route": "get", "kind": "empty"}], headers=headers, timeout=5
+    )
     assert resp.status_code == 200 and resp.json()[0]["kind"] == "empty"
     bogus = requests.post(f"{sb.url}/_sandbox/faults", json=[{"kind": "bogus"}], headers=headers, timeout=5)
     assert bogus.status_code == 400
@@ -93,9 +109,15 @@ def test_admin_fault_routes_over_http(sb) -> None:
 
 def test_connection_json_and_uri(sb) -> None:
     conn = json.loads(sb.connection_json)
-    assert conn == {"conn_type": "luma", "host": sb.url, "password": "sandbox-key",
-                    "extra": {"allow_private_downloads": True}}
-    assert sb.connection_uri == f"luma://http://:sandbox-key@127.0.0.1%3A{sb.port}?allow_private_downloads=true"
+    assert conn == {
+        "conn_type": "luma",
+        "host": sb.url,
+        "password": "sandbox-key",
+        "extra": {"allow_private_downloads": True},
+    }
+    assert (
+        sb.connection_uri == f"luma://http://:sandbox-key@127.0.0.1%3A{sb.port}?allow_private_downloads=true"
+    )
 
 
 def test_both_connection_forms_allow_downloads_from_the_loopback_cdn(sb) -> None:
@@ -108,8 +130,9 @@ def test_both_connection_forms_allow_downloads_from_the_loopback_cdn(sb) -> None
     for conn in (from_uri, from_json):
         assert (conn.conn_type, conn.host, conn.password) == ("luma", sb.url, "sandbox-key")
         assert conn.extra_dejson == {"allow_private_downloads": True}
-        settings = settings_from_connection(conn.conn_id, conn.conn_type, conn.host, conn.password, conn.port,
-                                            conn.extra_dejson)
+        settings = settings_from_connection(
+            conn.conn_id, conn.conn_type, conn.host, conn.password, conn.port, conn.extra_dejson
+        )
         assert settings.allow_private_downloads is True
 
 
@@ -148,7 +171,10 @@ def test_sandbox_factory_fixture(luma_sandbox_factory) -> None:
     fast = luma_sandbox_factory(time_scale=0, shape="kling-wrapper", api_key="k2")
     assert "running" in repr(fast)
     headers = {"Authorization": "Bearer k2"}
-    body = requests.post(f"{fast.url}/luma/generations", json={"user_prompt": "x #fail: boom"}, headers=headers,
-                         timeout=5).json()
-    task = requests.get(f"{fast.url}/luma/generations/{body['data']['task_id']}", headers=headers, timeout=5).json()
+    body = requests.post(
+        f"{fast.url}/luma/generations", json={"user_prompt": "x #fail: boom"}, headers=headers, timeout=5
+    ).json()
+    task = requests.get(
+        f"{fast.url}/luma/generations/{body['data']['task_id']}", headers=headers, timeout=5
+    ).json()
     assert task["data"]["task_status"] == "failed" and task["data"]["task_status_msg"] == "boom"

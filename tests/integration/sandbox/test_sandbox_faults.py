@@ -22,7 +22,7 @@ def test_status_fault_with_default_429_body_and_retry_after(instant, api, submit
         resp = api(instant, "POST", SUBMIT, json={"user_prompt": "x"})
         assert resp.status_code == 429
         assert resp.headers["Retry-After"] == "1"
-        assert resp.json()["error"]["message"].startswith("当前分组上游负载已饱和，请稍后再试 (request id: ")
+        assert resp.json()["error"]["message"].startswith("当前分组上游负载已饱和，请稍后再试 (request id: ")  # noqa: RUF001
     assert api(instant, "POST", SUBMIT, json={"user_prompt": "x"}).status_code == 200
     assert instant.submissions == 1  # the two 429s created nothing
     stats = instant.stats()
@@ -31,7 +31,9 @@ def test_status_fault_with_default_429_body_and_retry_after(instant, api, submit
 
 def test_status_fault_custom_body_and_headers(instant, api, submit) -> None:
     gen_id = submit(instant)
-    instant.add_fault(route="get", kind="status", status=502, body="upstream exploded", headers={"X-Why": "test"})
+    instant.add_fault(
+        route="get", kind="status", status=502, body="upstream exploded", headers={"X-Why": "test"}
+    )
     resp = api(instant, "GET", f"/luma/generations/{gen_id}")
     assert resp.status_code == 502 and resp.text == "upstream exploded" and resp.headers["X-Why"] == "test"
 
@@ -202,7 +204,9 @@ def test_stats_never_contain_the_api_key() -> None:
     with LumaSandbox(port=0, api_key=secret, time_scale=0) as sandbox:
         headers = {"Authorization": f"Bearer {secret}"}
         requests.post(f"{sandbox.url}{SUBMIT}", json={"user_prompt": "x"}, headers=headers, timeout=5)
-        requests.get(f"{sandbox.url}/luma/generations/abc", headers={"Authorization": "Bearer sk-wrong"}, timeout=5)
+        requests.get(
+            f"{sandbox.url}/luma/generations/abc", headers={"Authorization": "Bearer sk-wrong"}, timeout=5
+        )
         stats_resp = requests.get(f"{sandbox.url}/_sandbox/stats", headers=headers, timeout=5)
         assert stats_resp.status_code == 200  # a 401 body would pass the check below vacuously
         over_http = stats_resp.text

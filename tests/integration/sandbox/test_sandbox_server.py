@@ -76,7 +76,10 @@ def test_progression_pending_processing_completed_with_real_media(sb, api, submi
     assert done["prompt"] == "a tiger walking in snow"
     assert done["estimate_wait_seconds"] is None
     assert done["request"] == {"prompt": "a tiger walking in snow", "aspect_ratio": "9:16"}
-    assert (done["video"]["width"], done["video"]["height"]) == (320, 180)  # the served clip's, whatever the ratio
+    assert (done["video"]["width"], done["video"]["height"]) == (
+        320,
+        180,
+    )  # the served clip's, whatever the ratio
     assert done["video"]["url"] == f"{sb.url}/media/{gen_id}.mp4"
     assert done["video"]["download_url"] == f"{sb.url}/media/{gen_id}.mp4?raw=1"
     assert done["video_raw"]["media_type"] == "video" and done["video_raw"]["duration"] > 0
@@ -153,15 +156,23 @@ def test_bad_aspect_ratio_names_field_and_allowed_values(sb, api) -> None:
 def test_non_json_body_is_400_but_text_plain_json_is_accepted(sb, api) -> None:
     bad = api(sb, "POST", "/luma/generations", data="user_prompt=x", headers={"Content-Type": "text/plain"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
-    good = api(sb, "POST", "/luma/generations", data='{"user_prompt": "x"}', headers={"Content-Type": "text/plain"})
+    good = api(
+        sb, "POST", "/luma/generations", data='{"user_prompt": "x"}', headers={"Content-Type": "text/plain"}
+    )
     assert good.status_code == 200 and good.json()["state"] == "pending"
     assert sb.submissions == 1
 
 
 def test_optional_fields_are_accepted_and_echoed(instant, api, submit) -> None:
     gen_id = submit(
-        instant, "x", model_name="ray-v2", resolution="720p", duration="5s", loop=True,
-        expand_prompt=True, notify_hook="https://example.com/hook",
+        instant,
+        "x",
+        model_name="ray-v2",
+        resolution="720p",
+        duration="5s",
+        loop=True,
+        expand_prompt=True,
+        notify_hook="https://example.com/hook",
     )
     request = api(instant, "GET", f"/luma/generations/{gen_id}").json()["request"]
     assert request["model_name"] == "ray-v2" and request["resolution"] == "720p" and request["loop"] is True
@@ -193,7 +204,11 @@ def test_slow_directive_takes_longer(sb, api, submit) -> None:
 def test_unknown_directive_reports_mystery_state_while_processing(sb, api, submit, wait_for) -> None:
     gen_id = submit(sb, "a cat #unknown")
     states = set()
-    wait_for(lambda: states.add(api(sb, "GET", f"/luma/generations/{gen_id}").json()["state"]) or "completed" in states)
+    wait_for(
+        lambda: (
+            states.add(api(sb, "GET", f"/luma/generations/{gen_id}").json()["state"]) or "completed" in states
+        )
+    )
     assert states == {"pending", "mystery_state", "completed"}
 
 
@@ -225,8 +240,11 @@ def test_kling_wrapper_shape(sb, api, wait_for) -> None:
     assert data["task_status"] == "submitted"
     assert isinstance(data["created_at"], int) and data["created_at"] > 10**12  # milliseconds
     done = wait_for(
-        lambda: (r := api(sb, "GET", f"/luma/generations/{data['task_id']}").json())["data"]["task_status"]
-        == "succeed" and r
+        lambda: (
+            (r := api(sb, "GET", f"/luma/generations/{data['task_id']}").json())["data"]["task_status"]
+            == "succeed"
+            and r
+        )
     )
     assert "video" not in done and done["data"]["updated_at"] >= data["created_at"]
 
@@ -284,8 +302,13 @@ def test_unknown_id_task_not_exist_style(sb, api) -> None:
 
 def test_tasks_array_shape_skips_unknown_ids(instant, api, submit) -> None:
     ids = [submit(instant), submit(instant, "b #fail")]
-    resp = api(instant, "POST", "/luma/tasks", data='{"ids": %s}' % str(ids + ["nope"]).replace("'", '"'),
-               headers={"Content-Type": "text/plain"})
+    resp = api(
+        instant,
+        "POST",
+        "/luma/tasks",
+        data='{{"ids": {}}}'.format(str([*ids, "nope"]).replace("'", '"')),
+        headers={"Content-Type": "text/plain"},
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert [item["id"] for item in body] == ids
@@ -353,4 +376,7 @@ def test_extend_requires_completed_source_and_creates_new_generation(sb, api, su
     )
     assert done["request"]["extend_of"] == source and done["prompt"] == "add cat"
     assert sb.submissions == 2
-    assert api(sb, "POST", f"/luma/generations/{uuid.uuid4()}/extend", json={"user_prompt": "x"}).status_code == 404
+    assert (
+        api(sb, "POST", f"/luma/generations/{uuid.uuid4()}/extend", json={"user_prompt": "x"}).status_code
+        == 404
+    )

@@ -58,10 +58,14 @@ class TestEvents:
         assert payload["status"] == "failed"
         assert payload["message"].endswith(f"{bad}: Prompt contains a trademark")
 
-    async def test_deadline_in_the_past_times_out_without_any_request(self, sandbox: LumaSandbox, submit) -> None:
+    async def test_deadline_in_the_past_times_out_without_any_request(
+        self, sandbox: LumaSandbox, submit
+    ) -> None:
         gen_id = submit()
         before = sandbox.stats()["requests"]
-        payload, elapsed = await run_trigger(LumaTrigger([gen_id], poll_interval=0.3, deadline=time.time() - 5))
+        payload, elapsed = await run_trigger(
+            LumaTrigger([gen_id], poll_interval=0.3, deadline=time.time() - 5)
+        )
 
         assert payload["status"] == "timeout"
         assert payload["states"] == {}
@@ -69,36 +73,48 @@ class TestEvents:
         assert sandbox.stats()["requests"] == before
         assert elapsed < 0.5
 
-    async def test_deadline_in_near_future_times_out_with_last_state(self, sandbox: LumaSandbox, submit) -> None:
+    async def test_deadline_in_near_future_times_out_with_last_state(
+        self, sandbox: LumaSandbox, submit
+    ) -> None:
         gen_id = submit("a glacier calving #slow")  # 2.5 s to finish
-        payload, elapsed = await run_trigger(LumaTrigger([gen_id], poll_interval=0.3, deadline=time.time() + 1.0))
+        payload, elapsed = await run_trigger(
+            LumaTrigger([gen_id], poll_interval=0.3, deadline=time.time() + 1.0)
+        )
 
         assert payload["status"] == "timeout"
         assert payload["states"][gen_id] in ("queued", "running")
         assert payload["message"].startswith(f"Timed out waiting for {gen_id} (")
         assert 0.9 <= elapsed < 2.0
 
-    async def test_unknown_state_keeps_waiting_then_completes(self, sandbox: LumaSandbox, submit, capfd) -> None:
+    async def test_unknown_state_keeps_waiting_then_completes(
+        self, sandbox: LumaSandbox, submit, capfd
+    ) -> None:
         gen_id = submit("a lighthouse #unknown")
         payload, _ = await run_trigger(LumaTrigger([gen_id], poll_interval=0.1))
         log = capfd.readouterr().out  # Airflow routes logging through structlog to stdout
 
         assert payload["status"] == "success"
         assert payload["states"] == {gen_id: "completed"}
-        assert f"Generation {gen_id} is unknown (raw 'mystery_state')" in log  # it really saw the unknown raw state and kept going
+        assert (
+            f"Generation {gen_id} is unknown (raw 'mystery_state')" in log
+        )  # it really saw the unknown raw state and kept going
 
 
 class TestTransientFaults:
     @pytest.mark.parametrize(
         "fault",
         [
-            pytest.param({"kind": "status", "status": 429, "retry_after": 0.1, "times": 2}, id="429-retry-after"),
+            pytest.param(
+                {"kind": "status", "status": 429, "retry_after": 0.1, "times": 2}, id="429-retry-after"
+            ),
             pytest.param({"kind": "status", "status": 500, "times": 3}, id="500-burst"),
             pytest.param({"kind": "reset", "times": 2}, id="connection-reset"),
             pytest.param({"kind": "truncated_json", "times": 1}, id="truncated-json"),
         ],
     )
-    async def test_recovers_and_reports_success(self, sandbox: LumaSandbox, submit, fault: dict[str, Any]) -> None:
+    async def test_recovers_and_reports_success(
+        self, sandbox: LumaSandbox, submit, fault: dict[str, Any]
+    ) -> None:
         gen_id = submit()
         sandbox.add_fault(route="tasks", **fault)
         payload, _ = await run_trigger(LumaTrigger([gen_id], poll_interval=0.2))
@@ -110,14 +126,20 @@ class TestTransientFaults:
 
 
 class TestPersistentErrors:
-    async def test_persistent_401_gives_up_after_auth_budget(self, sandbox: LumaSandbox, submit, monkeypatch) -> None:
+    async def test_persistent_401_gives_up_after_auth_budget(
+        self, sandbox: LumaSandbox, submit, monkeypatch
+    ) -> None:
         gen_id = submit()
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=WRONG_KEY, max_retries=2))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=WRONG_KEY, max_retries=2)
+        )
         before = sandbox.stats()["requests"]
         payload, elapsed = await run_trigger(LumaTrigger([gen_id], poll_interval=0.3, error_budget=10))
 
         assert payload["status"] == "error"
-        assert payload["message"].startswith(f"Gave up after {AUTH_ERROR_BUDGET} consecutive authentication errors")
+        assert payload["message"].startswith(
+            f"Gave up after {AUTH_ERROR_BUDGET} consecutive authentication errors"
+        )
         assert "sk-wrong-key" not in payload["message"]
         # Auth errors are not retried inside a poll: exactly one request per poll, polls spaced out.
         assert sandbox.stats()["requests"] - before == AUTH_ERROR_BUDGET
@@ -129,7 +151,9 @@ class TestPersistentErrors:
         payload, _ = await run_trigger(LumaTrigger([gen_id], poll_interval=0.2, error_budget=3))
 
         assert payload["status"] == "error"
-        assert payload["message"].startswith("Gave up after 3 consecutive status errors; last: LumaServerError")
+        assert payload["message"].startswith(
+            "Gave up after 3 consecutive status errors; last: LumaServerError"
+        )
         # Each poll = 1 request + POLL_RETRIES retries; nothing more.
         assert sandbox.stats()["by_route"]["tasks"] == 3 * (1 + poller_module.POLL_RETRIES)
 
@@ -141,11 +165,15 @@ class TestPersistentErrors:
         if kind == "500":
             sandbox.add_fault(route="*", kind="status", status=500, times=100_000)
         elif kind == "401":
-            monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=WRONG_KEY, max_retries=2))
+            monkeypatch.setenv(
+                "AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sandbox.url, key=WRONG_KEY, max_retries=2)
+            )
         else:
             gen_id = str(uuid.uuid4())  # a well-formed id the gateway never issued
         before = sandbox.stats()["requests"]
-        trigger = LumaTrigger([gen_id], poll_interval=interval, deadline=time.time() + run_for, error_budget=1000)
+        trigger = LumaTrigger(
+            [gen_id], poll_interval=interval, deadline=time.time() + run_for, error_budget=1000
+        )
         payload, elapsed = await run_trigger(trigger)
 
         sent = sandbox.stats()["requests"] - before

@@ -21,8 +21,9 @@ async def first_event(trigger: LumaTrigger) -> dict[str, Any]:
 
 
 def set_conn(monkeypatch, conn_id: str, sb: LumaSandbox, **extra: Any) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
-                       connection_json(sb.url, key=sb.api_key, max_retries=2, **extra))
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(sb.url, key=sb.api_key, max_retries=2, **extra)
+    )
 
 
 class TestCoalescing:
@@ -38,7 +39,9 @@ class TestCoalescing:
 
         # Every trigger got its own generation back, completed.
         assert [e["generation_ids"] for e in events] == [[i] for i in ids]
-        assert all(e["status"] == "success" and e["states"] == {e["generation_ids"][0]: "completed"} for e in events)
+        assert all(
+            e["status"] == "success" and e["states"] == {e["generation_ids"][0]: "completed"} for e in events
+        )
         tasks_requests = sandbox.stats()["by_route"]["tasks"] - before
         per_cycle = math.ceil(50 / batch_size)
         assert poller.cycles >= 1
@@ -51,8 +54,9 @@ class TestCoalescing:
     async def test_different_intervals_share_one_poller(self, sandbox: LumaSandbox, submit) -> None:
         fast_ids = [submit(f"fast {n}") for n in range(3)]
         slow_ids = [submit(f"slow {n}") for n in range(3)]
-        triggers = [LumaTrigger([i], poll_interval=0.2) for i in fast_ids] + \
-                   [LumaTrigger([i], poll_interval=0.7) for i in slow_ids]
+        triggers = [LumaTrigger([i], poll_interval=0.2) for i in fast_ids] + [
+            LumaTrigger([i], poll_interval=0.7) for i in slow_ids
+        ]
         tasks = [asyncio.create_task(first_event(t)) for t in triggers]
         await asyncio.sleep(0.05)
         assert [key[1] for key in active_pollers()] == ["luma_default"]
@@ -69,10 +73,14 @@ class TestCoalescing:
         a_ids = [LumaHook("luma_a").submit_generation(f"a {n}").id for n in range(2)]
         b_ids = [LumaHook("luma_b").submit_generation(f"b {n}").id for n in range(2)]
 
-        tasks = [asyncio.create_task(first_event(LumaTrigger([i], luma_conn_id="luma_a", poll_interval=0.3)))
-                 for i in a_ids]
-        tasks += [asyncio.create_task(first_event(LumaTrigger([i], luma_conn_id="luma_b", poll_interval=0.3)))
-                  for i in b_ids]
+        tasks = [
+            asyncio.create_task(first_event(LumaTrigger([i], luma_conn_id="luma_a", poll_interval=0.3)))
+            for i in a_ids
+        ]
+        tasks += [
+            asyncio.create_task(first_event(LumaTrigger([i], luma_conn_id="luma_b", poll_interval=0.3)))
+            for i in b_ids
+        ]
         await asyncio.sleep(0.05)
         assert sorted(key[1] for key in active_pollers()) == ["luma_a", "luma_b"]
         events = await asyncio.gather(*tasks)
@@ -98,7 +106,9 @@ class TestCoalescing:
 
 
 class TestCancellation:
-    async def test_cancelled_triggers_leave_no_waiters_and_no_poller(self, sandbox: LumaSandbox, submit) -> None:
+    async def test_cancelled_triggers_leave_no_waiters_and_no_poller(
+        self, sandbox: LumaSandbox, submit
+    ) -> None:
         ids = [submit(f"slow scene {n} #slow") for n in range(6)]  # 2.5 s each
         poller = StatusPoller.for_connection("luma_default")
         tasks = [asyncio.create_task(first_event(LumaTrigger([i], poll_interval=0.3))) for i in ids]

@@ -51,7 +51,9 @@ def _poller_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith("luma-poller-") and not t.done()]
 
 
-async def test_many_triggers_all_delivered_with_batched_polls(spread_jobs: tuple[LumaSandbox, list[str]]) -> None:
+async def test_many_triggers_all_delivered_with_batched_polls(
+    spread_jobs: tuple[LumaSandbox, list[str]],
+) -> None:
     sb, ids = spread_jobs
     before = sb.stats()["by_route"]
     triggers = [LumaTrigger([gen_id], poll_interval=POLL) for gen_id in ids]
@@ -62,7 +64,7 @@ async def test_many_triggers_all_delivered_with_batched_polls(spread_jobs: tuple
     payloads = [events[0] for events in results]
     assert [p["status"] for p in payloads] == ["success"] * N
     assert [p["generation_ids"] for p in payloads] == [[gen_id] for gen_id in ids]
-    assert all(p["states"] == {gen_id: "completed"} for p, gen_id in zip(payloads, ids))
+    assert all(p["states"] == {gen_id: "completed"} for p, gen_id in zip(payloads, ids, strict=False))
 
     after = sb.stats()["by_route"]
     batch_polls = after.get("tasks", 0) - before.get("tasks", 0)
@@ -77,7 +79,7 @@ async def test_many_triggers_all_delivered_with_batched_polls(spread_jobs: tuple
 
 
 async def test_cancelled_triggers_leave_no_waiters(spread_jobs: tuple[LumaSandbox, list[str]]) -> None:
-    sb, ids = spread_jobs
+    _sb, ids = spread_jobs
     tasks = [asyncio.create_task(_run_to_end(LumaTrigger([gen_id], poll_interval=POLL))) for gen_id in ids]
     await asyncio.sleep(0.3)  # every trigger is now waiting for its first tick
     (poller,) = active_pollers().values()
@@ -101,14 +103,18 @@ async def test_cancelled_triggers_leave_no_waiters(spread_jobs: tuple[LumaSandbo
     assert _poller_tasks() == []
 
 
-async def test_poller_is_recreated_after_all_triggers_left(spread_jobs: tuple[LumaSandbox, list[str]]) -> None:
+async def test_poller_is_recreated_after_all_triggers_left(
+    spread_jobs: tuple[LumaSandbox, list[str]],
+) -> None:
     """A second wave after the first fully drained gets a fresh poller and still works."""
-    sb, ids = spread_jobs
+    _sb, ids = spread_jobs
     first = await asyncio.wait_for(
-        asyncio.gather(*(_run_to_end(LumaTrigger([i], poll_interval=POLL)) for i in ids[:50])), timeout=25)
+        asyncio.gather(*(_run_to_end(LumaTrigger([i], poll_interval=POLL)) for i in ids[:50])), timeout=25
+    )
     assert active_pollers() == {}
     second = await asyncio.wait_for(
-        asyncio.gather(*(_run_to_end(LumaTrigger([i], poll_interval=POLL)) for i in ids[50:])), timeout=25)
+        asyncio.gather(*(_run_to_end(LumaTrigger([i], poll_interval=POLL)) for i in ids[50:])), timeout=25
+    )
     assert {e[0]["status"] for e in first + second} == {"success"}
     assert active_pollers() == {}
     assert _poller_tasks() == []

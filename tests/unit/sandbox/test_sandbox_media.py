@@ -28,8 +28,11 @@ def tkhd_v0(width: float, height: float) -> bytes:
 
 def test_parser_reads_mvhd_and_the_first_sized_tkhd() -> None:
     audio, video = box(b"trak", tkhd_v0(0, 0)), box(b"trak", tkhd_v0(640.5, 360))
-    data = (box(b"ftyp", b"isom\0\0\2\0") + box(b"moov", mvhd_v1(600, 1501) + audio + video)
-            + box(b"mdat", b"\0" * 32, large=True))
+    data = (
+        box(b"ftyp", b"isom\0\0\2\0")
+        + box(b"moov", mvhd_v1(600, 1501) + audio + video)
+        + box(b"mdat", b"\0" * 32, large=True)
+    )
     assert media.parse_mp4_info(data) == media.ClipInfo(width=640, height=360, duration=2.501667)
 
 

@@ -12,13 +12,23 @@ class TestSerialize:
         from airflow.sdk._shared.module_loading import import_string
         from airflow.sdk.serde import deserialize, serialize
 
-        trigger = LumaTrigger(["gen-a", "gen-b"], luma_conn_id="luma_other", poll_interval=7, deadline=1_900_000_000.5,
-                              error_budget=4)
+        trigger = LumaTrigger(
+            ["gen-a", "gen-b"],
+            luma_conn_id="luma_other",
+            poll_interval=7,
+            deadline=1_900_000_000.5,
+            error_budget=4,
+        )
         classpath, kwargs = trigger.serialize()
 
         assert classpath == "luma_provider.triggers.luma.LumaTrigger"
-        assert kwargs == {"generation_ids": ["gen-a", "gen-b"], "luma_conn_id": "luma_other", "poll_interval": 7.0,
-                          "deadline": 1_900_000_000.5, "error_budget": 4}
+        assert kwargs == {
+            "generation_ids": ["gen-a", "gen-b"],
+            "luma_conn_id": "luma_other",
+            "poll_interval": 7.0,
+            "deadline": 1_900_000_000.5,
+            "error_budget": 4,
+        }
         assert all(isinstance(leaf, (str, float, int, type(None))) for leaf in json_leaves(kwargs))
         restored_kwargs = deserialize(serialize(kwargs))
         assert restored_kwargs == kwargs
