@@ -478,40 +478,50 @@ class Request:
 Flow = Generator[Request, Any, T]
 
 
+class _Driver:
+    """One flow's state between requests, shared by ``drive`` and ``adrive``."""
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.result: Any = None
+        self.error: LumaError | None = None
+        self.value: Any = None
+
+    def next_request(self) -> Request | None:
+        """The flow's next request, or None once it returned (its value is in ``value``)."""
+        try:
+            request = self.flow.throw(self.error) if self.error else self.flow.send(self.result)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+        self.result, self.error = None, None
+        return request
+
+
 def drive(flow: Flow[T], send: Callable[[Request], Any]) -> T:
     """Run a flow to its result.
 
     ``send`` answers each request, or raises the ``LumaError`` the flow gets thrown in (so
     fallbacks such as "no batch route" are written once, in the flow).
     """
-    result: Any = None
-    error: LumaError | None = None
-    while True:
+    state = _Driver(flow)
+    while (request := state.next_request()) is not None:
         try:
-            request = flow.throw(error) if error else flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            result = send(request)
+            state.result = send(request)
         except LumaError as err:
-            error = err
+            state.error = err
+    return cast(T, state.value)
 
 
 async def adrive(flow: Flow[T], asend: Callable[[Request], Awaitable[Any]]) -> T:
     """``drive`` for the async transport (same flows)."""
-    result: Any = None
-    error: LumaError | None = None
-    while True:
+    state = _Driver(flow)
+    while (request := state.next_request()) is not None:
         try:
-            request = flow.throw(error) if error else flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            result = await asend(request)
+            state.result = await asend(request)
         except LumaError as err:
-            error = err
+            state.error = err
+    return cast(T, state.value)
 
 
 def submit_flow(body: dict[str, Any]) -> Flow[LumaGeneration]:
@@ -790,6 +800,19 @@ class BodyReader:
         self.wire_bytes = 0
         self.size = 0
         self.full = False
+
+    @classmethod
+    def for_reply(
+        cls, request: Request, status: int, headers: Mapping[str, str], settings: ConnectionSettings
+    ) -> BodyReader:
+        """The reader of an API reply: capped at ``max_response_bytes``; errors cut at 8 KiB."""
+        error = status >= 400
+        return cls(
+            headers.get("Content-Encoding"),
+            ERROR_BODY_LIMIT if error else settings.max_response_bytes,
+            truncate=error,
+            what=f"{request.method} {request.path}",
+        )
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Decoded pieces of ``data`` (each at most ``PIECE`` bytes)."""

@@ -324,13 +324,7 @@ class LumaHook(BaseHook):
                 stream=True,
             )
             try:
-                limit = settings.max_response_bytes if response.status_code < 400 else api.ERROR_BODY_LIMIT
-                reader = api.BodyReader(
-                    response.headers.get("Content-Encoding"),
-                    limit,
-                    truncate=response.status_code >= 400,
-                    what=f"{request.method} {request.path}",
-                )
+                reader = api.BodyReader.for_reply(request, response.status_code, response.headers, settings)
                 body = b"".join(_read_body(response, reader, deadline))
             finally:
                 response.close()
@@ -356,13 +350,7 @@ class LumaHook(BaseHook):
                 allow_redirects=False,
                 ssl=settings.verify_ssl,
             ) as response:
-                limit = settings.max_response_bytes if response.status < 400 else api.ERROR_BODY_LIMIT
-                reader = api.BodyReader(
-                    response.headers.get("Content-Encoding"),
-                    limit,
-                    truncate=response.status >= 400,
-                    what=f"{request.method} {request.path}",
-                )
+                reader = api.BodyReader.for_reply(request, response.status, response.headers, settings)
                 pieces: list[bytes] = []
                 async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
                     pieces.extend(reader.feed(chunk))

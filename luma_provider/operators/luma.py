@@ -142,16 +142,8 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
 
     def _options(self) -> api.GenerationOptions:
         """Every option checked before any HTTP call; errors name the field and allowed values."""
-        return api.GenerationOptions.build(
-            self.prompt,
-            aspect_ratio=self.aspect_ratio,
-            loop=self.loop,
-            expand_prompt=self.expand_prompt,
-            image_url=self.image_url,
-            image_end_url=self.image_end_url,
-            model=self.model,
-            extra=self.extra,
-        )
+        options = {name: getattr(self, name) for name in api.OPTION_NAMES}
+        return api.GenerationOptions.build(self.prompt, extra=self.extra, **options)
 
     def execute(self, context: Context) -> Any:
         options = self._options()
