@@ -65,7 +65,9 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         accepting that the video may be paid twice.
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param wait_for_completion: wait for the generation and return it completed.
-    :param deferrable: when waiting, wait in the triggerer (no worker slot held).
+    :param deferrable: when waiting, wait in the triggerer (no worker slot held). True by default,
+        deliberately not ``[operators] default_deferrable``: Airflow ships that as False, and a
+        render that takes minutes must not hold a worker slot unless you ask for it.
     :param poll_interval: seconds between status checks while waiting (at least 0.1).
     :param timeout: seconds to wait for completion before failing.
     :return: the generation id, or the completed generation dict with ``wait_for_completion``.

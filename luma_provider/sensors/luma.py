@@ -35,7 +35,8 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param poll_interval: seconds between status checks (also the poke interval; at least 0.1).
     :param timeout: seconds to wait in all before failing.
-    :param deferrable: wait in the triggerer (default) instead of poking from a worker.
+    :param deferrable: wait in the triggerer (default) instead of poking from a worker; True by
+        default, not ``[operators] default_deferrable`` (see ``LumaGenerateOperator``).
     :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map
         index). Templated.
     :return: the completed generation as a dict (a list of dicts when given a list).
