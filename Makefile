@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency lists change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast lint format demo sandbox bench clean
+.PHONY: test test-fast lint format demo sandbox bench clean mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) with $(PYTHON) and installing the provider (pinned by constraints.txt)"
@@ -47,3 +47,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info airflow_home output
+
+## mutation: mutation testing (mutmut 3.8) of luma_provider/api.py and models.py against the fast
+## unit tests; installs mutmut on demand, works in build/mutation, prints the score. Not run by CI.
+MUTMUT_DIR := build/mutation
+mutation: $(STAMP)
+	@$(BIN)/uv pip install -q --python $(BIN)/python 'mutmut==3.8.*'
+	@rm -rf $(MUTMUT_DIR) && mkdir -p $(MUTMUT_DIR)
+	@tar -cf - --exclude=__pycache__ pyproject.toml luma_provider tests | tar -xf - -C $(MUTMUT_DIR)
+	@cd $(MUTMUT_DIR) && { $(CURDIR)/$(BIN)/mutmut run --max-children $$(nproc) > mutmut-run.log 2>&1 || true; } \
+	  && $(CURDIR)/$(BIN)/mutmut results --all true > results.txt 2>/dev/null \
+	  && awk -F': ' '{ split($$1, p, "."); f = p[2]; total[f]++; \
+	      if ($$2 == "killed" || $$2 == "timeout") killed[f]++; else left[f] = left[f] "\n    " $$2 ": " $$1 } \
+	    END { for (f in total) { printf "%s.py: %d mutants, %d killed (%.1f%%)%s\n", \
+	      f, total[f], killed[f], 100 * killed[f] / total[f], left[f] } }' results.txt
+	@echo ">> survivors: '$(CURDIR)/$(BIN)/mutmut show <name>' in $(MUTMUT_DIR); known equivalent ones are listed in README.md"

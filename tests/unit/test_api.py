@@ -12,16 +12,15 @@ from luma_provider.api import (
     ASPECT_RATIOS,
     MAX_PROMPT_LENGTH,
     MAX_RETRY_AFTER,
-    MODELS,
     PROBE_ID,
     BatchSupport,
     ConnectionSettings,
     Request,
     RetryPolicy,
     build_generation_body,
-    drive,
     decode,
     download_url_flow,
+    drive,
     error_for_status,
     error_message,
     extend_flow,
@@ -63,9 +62,14 @@ def text_of(name: str) -> str:
 class TestBuildGenerationBody:
     def test_field_mapping(self):
         body = build_generation_body(
-            "  cat dance  ", aspect_ratio="16:9", loop=True, expand_prompt=False,
-            image_url="https://example.com/reference.png", image_end_url="https://example.com/keyframe.png",
-            model="ray-2", extra={"notify_hook": "https://example.com/hook"},
+            "  cat dance  ",
+            aspect_ratio="16:9",
+            loop=True,
+            expand_prompt=False,
+            image_url="https://example.com/reference.png",
+            image_end_url="https://example.com/keyframe.png",
+            model="ray-2",
+            extra={"notify_hook": "https://example.com/hook"},
         )
         assert body == {
             "user_prompt": "cat dance",
@@ -83,17 +87,32 @@ class TestBuildGenerationBody:
         assert build_generation_body("cat dance") == {"user_prompt": "cat dance"}
 
     @pytest.mark.parametrize(
-        "model, model_name",
-        [("ray-2", "ray-v2"), ("ray-1-6", "ray-v1"), ("ray-v1", "ray-v1"), ("ray-v2", "ray-v2"),
-         ("ray-v3", "ray-v3")],
+        ("model", "model_name"),
+        [
+            ("ray-2", "ray-v2"),
+            ("ray-1-6", "ray-v1"),
+            ("ray-v1", "ray-v1"),
+            ("ray-v2", "ray-v2"),
+            ("ray-v3", "ray-v3"),
+        ],
     )
     def test_model_mapping(self, model, model_name):
         assert build_generation_body("p", model=model)["model_name"] == model_name
 
     @pytest.mark.parametrize(
-        "value, expected",
-        [(True, True), (False, False), ("true", True), ("false", False), ("True", True), (" FALSE ", False),
-         ("1", True), ("0", False), ("yes", True), ("no", False)],
+        ("value", "expected"),
+        [
+            (True, True),
+            (False, False),
+            ("true", True),
+            ("false", False),
+            ("True", True),
+            (" FALSE ", False),
+            ("1", True),
+            ("0", False),
+            ("yes", True),
+            ("no", False),
+        ],
     )
     def test_bools(self, value, expected):
         body = build_generation_body("p", loop=value, expand_prompt=value)
@@ -135,7 +154,12 @@ BAD_INPUTS = [
     ("whitespace-url", dict(image_url="   "), "image_url", ["http(s)"]),
     ("malformed-data-uri", dict(image_url="data:text/plain;base64,aGVsbG8="), "image_url", ["data:image/"]),
     ("data-uri-no-base64-marker", dict(image_url="data:image/png,abc"), "image_url", ["data:image/"]),
-    ("data-uri-invalid-base64", dict(image_url="data:image/png;base64,@@not*base64@@"), "image_url", ["base64"]),
+    (
+        "data-uri-invalid-base64",
+        dict(image_url="data:image/png;base64,@@not*base64@@"),
+        "image_url",
+        ["base64"],
+    ),
     ("data-uri-bad-padding", dict(image_end_url="data:image/png;base64,abc"), "image_end_url", ["base64"]),
     ("unknown-model", dict(model="ray-9"), "model", _MODEL_LIST),
     ("official-flash-model", dict(model="ray-flash-2"), "model", _MODEL_LIST),
@@ -152,7 +176,9 @@ BAD_INPUTS = [
 
 
 class TestValidation:
-    @pytest.mark.parametrize("kwargs, field, allowed", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+    @pytest.mark.parametrize(
+        ("kwargs", "field", "allowed"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+    )
     def test_bad_input(self, kwargs, field, allowed):
         kwargs = dict(kwargs)
         prompt = kwargs.pop("prompt", "a valid prompt")
@@ -170,8 +196,9 @@ class TestValidation:
         with pytest.raises(LumaError):
             build_generation_body("")
 
-    @pytest.mark.parametrize("bad", ["", "   ", "a/b", "../x", ".hidden", "a b", "a?b=c", "x" * 200, None, 123,
-                                     ["abc"], "ab\nc"])
+    @pytest.mark.parametrize(
+        "bad", ["", "   ", "a/b", "../x", ".hidden", "a b", "a?b=c", "x" * 200, None, 123, ["abc"], "ab\nc"]
+    )
     def test_bad_generation_ids(self, bad):
         with pytest.raises(LumaValidationError) as info:
             validate_generation_id(bad)
@@ -182,8 +209,9 @@ class TestValidation:
         with pytest.raises(LumaValidationError, match="'source_id'"):
             validate_generation_id("a/b", "source_id")
 
-    @pytest.mark.parametrize("good", ["4665a07c-7641-4809-a133-10786201bb56", "luma_gen_abc123",
-                                      "867283741759111202", "a.b:c"])
+    @pytest.mark.parametrize(
+        "good", ["4665a07c-7641-4809-a133-10786201bb56", "luma_gen_abc123", "867283741759111202", "a.b:c"]
+    )
     def test_good_generation_ids(self, good):
         assert validate_generation_id(good) == good
 
@@ -202,13 +230,22 @@ class TestValidation:
 # ============================================================================ error messages
 ERROR_MESSAGES = {
     "error_401_invalid_token": ("无效的令牌 (request id: 20240903132633756782166AeCxdlyd)", None),
-    "error_403_quota": ("user quota is not enough (request id: 202502281247138307582052662997)",
-                        "insufficient_user_quota"),
-    "error_429_saturated": ("当前分组上游负载已饱和，请稍后再试 (request id: 202601071246251544566634hAu4T9s)", None),
-    "error_429_upstream": ("当前分组上游负载已饱和，请稍后再试 (request id: 2024020118022617175502YCEL5Sjv)",
-                           "bad_response_status_code"),
+    "error_403_quota": (
+        "user quota is not enough (request id: 202502281247138307582052662997)",
+        "insufficient_user_quota",
+    ),
+    "error_429_saturated": (
+        "当前分组上游负载已饱和，请稍后再试 (request id: 202601071246251544566634hAu4T9s)",  # noqa: RUF001
+        None,
+    ),
+    "error_429_upstream": (
+        "当前分组上游负载已饱和，请稍后再试 (request id: 2024020118022617175502YCEL5Sjv)",  # noqa: RUF001
+        "bad_response_status_code",
+    ),
     "error_503_no_channel": (
-        "当前分组 default 下对于模型 gpt-4o-mini 无可用渠道 (request id: 202510161555437244439317690388)", None),
+        "当前分组 default 下对于模型 gpt-4o-mini 无可用渠道 (request id: 202510161555437244439317690388)",
+        None,
+    ),
     "error_task_not_exist": ("task_not_exist", "task_not_exist"),
     "error_luma_api_detail": ("unauthorized secret token", None),
     "error_fastapi_not_authenticated": ("Not authenticated", None),
@@ -222,7 +259,7 @@ class TestErrorMessage:
         assert error_message(load_fixture(name), "RAW") == ERROR_MESSAGES[name]
 
     @pytest.mark.parametrize(
-        "payload, expected",
+        ("payload", "expected"),
         [
             ({"error": {"message": "E"}, "message": "M", "detail": "D"}, "E"),
             ({"error": {"message": ""}, "message": "M", "detail": "D"}, "M"),
@@ -254,7 +291,7 @@ def _err(status, text="", headers=None, settings=SETTINGS, request=GET):
 
 class TestErrorForStatus:
     @pytest.mark.parametrize(
-        "status, name, cls",
+        ("status", "name", "cls"),
         [
             (401, "error_401_invalid_token", LumaAuthError),
             (403, "error_403_quota", LumaAuthError),
@@ -279,10 +316,21 @@ class TestErrorForStatus:
         assert ERROR_MESSAGES[name][0] in str(err)
 
     @pytest.mark.parametrize(
-        "status, cls",
-        [(400, LumaBadRequestError), (401, LumaAuthError), (403, LumaAuthError), (404, LumaNotFoundError),
-         (422, LumaBadRequestError), (429, LumaRateLimitError), (500, LumaServerError), (502, LumaServerError),
-         (503, LumaServerError), (504, LumaServerError), (409, LumaAPIError), (418, LumaAPIError)],
+        ("status", "cls"),
+        [
+            (400, LumaBadRequestError),
+            (401, LumaAuthError),
+            (403, LumaAuthError),
+            (404, LumaNotFoundError),
+            (422, LumaBadRequestError),
+            (429, LumaRateLimitError),
+            (500, LumaServerError),
+            (502, LumaServerError),
+            (503, LumaServerError),
+            (504, LumaServerError),
+            (409, LumaAPIError),
+            (418, LumaAPIError),
+        ],
     )
     def test_status_mapping(self, status, cls):
         err = _err(status, "")
@@ -299,7 +347,7 @@ class TestErrorForStatus:
         assert "[insufficient_user_quota]" in str(err)
 
     @pytest.mark.parametrize(
-        "headers, expected",
+        ("headers", "expected"),
         [
             ({"Retry-After": "7"}, 7.0),
             ({"retry-after": "2.5"}, 2.5),
@@ -325,7 +373,9 @@ class TestErrorForStatus:
         assert err.message == "x" * 200 + "..."
 
     def test_key_redacted_from_json_message(self):
-        err = _err(401, json.dumps({"error": {"message": f"invalid token {API_KEY}", "type": "new_api_error"}}))
+        err = _err(
+            401, json.dumps({"error": {"message": f"invalid token {API_KEY}", "type": "new_api_error"}})
+        )
         assert err.message == "invalid token ***"
         assert API_KEY not in str(err)
 
@@ -365,9 +415,12 @@ class TestDecode:
         assert info.value.sent is True
 
     @pytest.mark.parametrize(
-        "name, cls",
-        [("error_401_invalid_token", LumaAPIError), ("error_403_quota", LumaAPIError),
-         ("error_task_not_exist", LumaNotFoundError)],
+        ("name", "cls"),
+        [
+            ("error_401_invalid_token", LumaAPIError),
+            ("error_403_quota", LumaAPIError),
+            ("error_task_not_exist", LumaNotFoundError),
+        ],
     )
     def test_200_with_error_envelope(self, name, cls):
         with pytest.raises(LumaAPIError) as info:
@@ -411,7 +464,9 @@ class TestDecode:
     def test_tasks_wrapper_parsed(self):
         req = Request("tasks", "POST", "/luma/tasks", {"ids": ["x"]}, parse_generations)
         gens = decode(req, 200, {}, text_of("tasks_newapi_wrapper"), SETTINGS)
-        assert [(g.id, g.state) for g in gens] == [("9d4b7516-77e5-481a-b015-48313946f33b", LumaState.RUNNING)]
+        assert [(g.id, g.state) for g in gens] == [
+            ("9d4b7516-77e5-481a-b015-48313946f33b", LumaState.RUNNING)
+        ]
 
     def test_unexpected_shape(self):
         req = next(get_flow("abc"))
@@ -420,7 +475,9 @@ class TestDecode:
 
     def test_download_url_payload(self, load_fixture):
         req = Request("download_url", "GET", "/luma/generations/x/download_video_url")
-        assert decode(req, 200, {}, text_of("download_video_url"), SETTINGS) == load_fixture("download_video_url")
+        assert decode(req, 200, {}, text_of("download_video_url"), SETTINGS) == load_fixture(
+            "download_video_url"
+        )
 
 
 # ============================================================================ retries
@@ -500,7 +557,7 @@ class TestRetryPolicy:
         assert RetryPolicy().wait_seconds(6, err) == hint
 
     @pytest.mark.parametrize(
-        "attempt, backoff",
+        ("attempt", "backoff"),
         [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (20, 30.0)],
     )
     def test_wait_bounds(self, attempt, backoff):
@@ -523,9 +580,13 @@ class TestRetryPolicy:
         assert 2.0 <= wait <= 4.0
 
     @pytest.mark.parametrize(
-        "request_, error, attempts",
-        [(GET, LumaServerError(500, "boom"), 3), (SUBMIT, LumaServerError(500, "boom"), 1),
-         (SUBMIT, LumaServerError(503, "busy"), 3), (GET, LumaAuthError(401, "no"), 1)],
+        ("request_", "error", "attempts"),
+        [
+            (GET, LumaServerError(500, "boom"), 3),
+            (SUBMIT, LumaServerError(500, "boom"), 1),
+            (SUBMIT, LumaServerError(503, "busy"), 3),
+            (GET, LumaAuthError(401, "no"), 1),
+        ],
     )
     def test_tenacity_kwargs(self, request_, error, attempts):
         import tenacity
@@ -550,8 +611,15 @@ def _settings(host="https://gw.example", *, conn_type="luma", password=API_KEY, 
 class TestSettingsFromConnection:
     def test_defaults(self):
         s = _settings()
-        assert (s.base_url, s.api_key, s.timeout, s.max_retries, s.batch_size, s.path_prefix, s.verify_ssl) == (
-            "https://gw.example", API_KEY, 30.0, 5, 100, "", True)
+        assert (
+            s.base_url,
+            s.api_key,
+            s.timeout,
+            s.max_retries,
+            s.batch_size,
+            s.path_prefix,
+            s.verify_ssl,
+        ) == ("https://gw.example", API_KEY, 30.0, 5, 100, "", True)
 
     @pytest.mark.parametrize("conn_type", ["luma", "http", None, ""])
     def test_accepted_conn_types(self, conn_type):
@@ -569,14 +637,16 @@ class TestSettingsFromConnection:
         with pytest.raises(LumaConfigError, match="has no host"):
             _settings(host)
 
-    @pytest.mark.parametrize("host, scheme", [("ftp://gw.example", "ftp"), ("file:///etc/passwd", "file"),
-                                              ("ws://gw.example", "ws")])
+    @pytest.mark.parametrize(
+        ("host", "scheme"),
+        [("ftp://gw.example", "ftp"), ("file:///etc/passwd", "file"), ("ws://gw.example", "ws")],
+    )
     def test_non_http_scheme(self, host, scheme):
         with pytest.raises(LumaConfigError, match=f"got scheme '{scheme}'"):
             _settings(host)
 
     @pytest.mark.parametrize(
-        "host, port, base_url",
+        ("host", "port", "base_url"),
         [
             ("gw.example", None, "https://gw.example"),
             ("gw.example/", None, "https://gw.example"),
@@ -594,23 +664,50 @@ class TestSettingsFromConnection:
         assert _settings(host, port=port).base_url == base_url
 
     @pytest.mark.parametrize(
-        "host, port, base_url",
-        [("https://gw.example/luma", 8443, "https://gw.example:8443"),
-         ("https://gw.example/api", 8443, "https://gw.example:8443/api")],
+        ("host", "port", "base_url"),
+        [
+            ("https://gw.example/luma", 8443, "https://gw.example:8443"),
+            ("https://gw.example/api", 8443, "https://gw.example:8443/api"),
+        ],
     )
     def test_port_with_path(self, host, port, base_url):
         assert _settings(host, port=port).base_url == base_url
 
     def test_extras(self):
-        s = _settings(extra={"timeout": "12.5", "max_retries": "2", "batch_size": 10, "path_prefix": "pro",
-                             "verify_ssl": "false"})
-        assert (s.timeout, s.max_retries, s.batch_size, s.path_prefix, s.verify_ssl) == (12.5, 2, 10, "/pro", False)
+        s = _settings(
+            extra={
+                "timeout": "12.5",
+                "max_retries": "2",
+                "batch_size": 10,
+                "path_prefix": "pro",
+                "verify_ssl": "false",
+            }
+        )
+        assert (s.timeout, s.max_retries, s.batch_size, s.path_prefix, s.verify_ssl) == (
+            12.5,
+            2,
+            10,
+            "/pro",
+            False,
+        )
 
     def test_prefixed_extras(self):
-        s = _settings(extra={"extra__luma__timeout": 7, "extra__luma__max_retries": 1,
-                             "extra__luma__batch_size": "25", "extra__luma__path_prefix": "/vip/",
-                             "extra__luma__verify_ssl": False})
-        assert (s.timeout, s.max_retries, s.batch_size, s.path_prefix, s.verify_ssl) == (7.0, 1, 25, "/vip", False)
+        s = _settings(
+            extra={
+                "extra__luma__timeout": 7,
+                "extra__luma__max_retries": 1,
+                "extra__luma__batch_size": "25",
+                "extra__luma__path_prefix": "/vip/",
+                "extra__luma__verify_ssl": False,
+            }
+        )
+        assert (s.timeout, s.max_retries, s.batch_size, s.path_prefix, s.verify_ssl) == (
+            7.0,
+            1,
+            25,
+            "/vip",
+            False,
+        )
 
     def test_plain_extra_wins_over_prefixed(self):
         assert _settings(extra={"timeout": 3, "extra__luma__timeout": 9}).timeout == 3.0
@@ -624,10 +721,15 @@ class TestSettingsFromConnection:
             _settings(extra={"batch_size": 0})
 
     @pytest.mark.parametrize(
-        "extra, name",
-        [({"timeout": "fast"}, "timeout"), ({"max_retries": "1.5"}, "max_retries"),
-         ({"batch_size": "lots"}, "batch_size"), ({"verify_ssl": "maybe"}, "verify_ssl"),
-         ({"extra__luma__timeout": "abc"}, "timeout"), ({"max_retries": [1]}, "max_retries")],
+        ("extra", "name"),
+        [
+            ({"timeout": "fast"}, "timeout"),
+            ({"max_retries": "1.5"}, "max_retries"),
+            ({"batch_size": "lots"}, "batch_size"),
+            ({"verify_ssl": "maybe"}, "verify_ssl"),
+            ({"extra__luma__timeout": "abc"}, "timeout"),
+            ({"max_retries": [1]}, "max_retries"),
+        ],
     )
     def test_invalid_extra_named(self, extra, name):
         with pytest.raises(LumaConfigError) as info:
@@ -641,9 +743,16 @@ class TestSettingsFromConnection:
             _settings(extra=extra)
 
     @pytest.mark.parametrize(
-        "prefix, expected",
-        [("pro", "/pro"), ("/pro", "/pro"), ("/vip/", "/vip"), ("  /vip  ", "/vip"), ("//pro", "/pro"),
-         ("", ""), ("/", "")],
+        ("prefix", "expected"),
+        [
+            ("pro", "/pro"),
+            ("/pro", "/pro"),
+            ("/vip/", "/vip"),
+            ("  /vip  ", "/vip"),
+            ("//pro", "/pro"),
+            ("", ""),
+            ("/", ""),
+        ],
     )
     def test_path_prefix(self, prefix, expected):
         s = _settings(extra={"path_prefix": prefix})
@@ -656,7 +765,7 @@ class TestSettingsFromConnection:
 
 class TestConnectionSettings:
     @pytest.mark.parametrize(
-        "url, has_auth",
+        ("url", "has_auth"),
         [
             ("https://gw.example/luma/generations", True),
             ("https://gw.example:443/luma/tasks", True),
@@ -675,7 +784,9 @@ class TestConnectionSettings:
 
     def test_auth_headers_with_explicit_port(self):
         s = _settings("http://127.0.0.1", port=5000)
-        assert s.auth_headers_for("http://127.0.0.1:5000/luma/tasks") == {"Authorization": f"Bearer {API_KEY}"}
+        assert s.auth_headers_for("http://127.0.0.1:5000/luma/tasks") == {
+            "Authorization": f"Bearer {API_KEY}"
+        }
         assert s.auth_headers_for("http://127.0.0.1/luma/tasks") == {}
         assert s.auth_headers_for("https://127.0.0.1:5000/luma/tasks") == {}
 
@@ -748,11 +859,15 @@ class TestGetManyFlow:
         assert support.available is True
 
     def test_ids_missing_from_batch_fetched_singly(self):
-        seen, result = run_flow(get_many_flow(["a", "b", "c"], 10, BatchSupport()),
-                                FakeGateway("abc", batch_missing={"b"}))
+        seen, result = run_flow(
+            get_many_flow(["a", "b", "c"], 10, BatchSupport()), FakeGateway("abc", batch_missing={"b"})
+        )
         assert _calls(seen) == [("tasks", ["a", "b", "c"]), ("get", "/luma/generations/b")]
         assert [(g.id, g.state) for g in result] == [
-            ("a", LumaState.COMPLETED), ("b", LumaState.RUNNING), ("c", LumaState.COMPLETED)]
+            ("a", LumaState.COMPLETED),
+            ("b", LumaState.RUNNING),
+            ("c", LumaState.COMPLETED),
+        ]
 
     @pytest.mark.parametrize("status", [404, 405])
     def test_falls_back_to_single_gets_and_remembers(self, status):
@@ -761,14 +876,18 @@ class TestGetManyFlow:
         if status == 405:
             original = gateway.__call__
 
-            def gateway(request):  # noqa: F811 - a 405 is a plain LumaAPIError, not a not-found
+            def gateway(request):
                 if request.name == "tasks":
                     raise LumaAPIError(405, "method not allowed")
                 return original(request)
 
         seen, result = run_flow(get_many_flow(["a", "b", "c"], 2, support), gateway)
-        assert _calls(seen) == [("tasks", ["a", "b"]), ("get", "/luma/generations/a"),
-                                ("get", "/luma/generations/b"), ("get", "/luma/generations/c")]
+        assert _calls(seen) == [
+            ("tasks", ["a", "b"]),
+            ("get", "/luma/generations/a"),
+            ("get", "/luma/generations/b"),
+            ("get", "/luma/generations/c"),
+        ]
         assert [(g.id, g.state) for g in result] == [(i, LumaState.RUNNING) for i in "abc"]
         assert support.available is False
 
@@ -781,8 +900,14 @@ class TestGetManyFlow:
         assert _calls(seen) == [("tasks", ["a"])]
         assert result[0].id == "a"
 
-    @pytest.mark.parametrize("error", [LumaServerError(500, "boom"), LumaAuthError(401, "no"),
-                                       LumaNotFoundError(400, "task_not_exist", code="task_not_exist")])
+    @pytest.mark.parametrize(
+        "error",
+        [
+            LumaServerError(500, "boom"),
+            LumaAuthError(401, "no"),
+            LumaNotFoundError(400, "task_not_exist", code="task_not_exist"),
+        ],
+    )
     def test_other_batch_errors_propagate(self, error):
         support = BatchSupport()
 
@@ -799,7 +924,9 @@ class TestGetManyFlow:
             run_flow(get_many_flow(["a", "zz"], 5, BatchSupport()), FakeGateway("a"))
 
     def test_skip_missing_leaves_unknown_ids_out(self):
-        seen, result = run_flow(get_many_flow(["zz", "a"], 5, BatchSupport(), skip_missing=True), FakeGateway("a"))
+        seen, result = run_flow(
+            get_many_flow(["zz", "a"], 5, BatchSupport(), skip_missing=True), FakeGateway("a")
+        )
         assert _calls(seen) == [("tasks", ["zz", "a"]), ("get", "/luma/generations/zz")]
         assert [g.id for g in result] == ["a"]
 
@@ -812,7 +939,9 @@ class TestGetManyFlow:
         def gateway(request):
             return request.parse(payload)
 
-        seen, result = run_flow(get_many_flow(["9d4b7516-77e5-481a-b015-48313946f33b"], 5, BatchSupport()), gateway)
+        seen, result = run_flow(
+            get_many_flow(["9d4b7516-77e5-481a-b015-48313946f33b"], 5, BatchSupport()), gateway
+        )
         assert len(seen) == 1
         assert (result[0].id, result[0].state) == ("9d4b7516-77e5-481a-b015-48313946f33b", LumaState.RUNNING)
 
@@ -823,14 +952,24 @@ class TestSimpleFlows:
         seen, gen = run_flow(submit_flow(body), lambda r: r.parse(load_fixture("submit_v98store")))
         (req,) = seen
         assert (req.name, req.method, req.path, req.json, req.idempotent) == (
-            "submit", "POST", "/luma/generations", {"user_prompt": "cat dance", "model_name": "ray-v2"}, False)
+            "submit",
+            "POST",
+            "/luma/generations",
+            {"user_prompt": "cat dance", "model_name": "ray-v2"},
+            False,
+        )
         assert gen.id == "4665a07c-7641-4809-a133-10786201bb56"
 
     def test_extend_flow(self, load_fixture):
-        seen, gen = run_flow(extend_flow("4665a07c", {"user_prompt": "add cat"}),
-                             lambda r: r.parse(load_fixture("extend_v98store")))
+        seen, gen = run_flow(
+            extend_flow("4665a07c", {"user_prompt": "add cat"}),
+            lambda r: r.parse(load_fixture("extend_v98store")),
+        )
         assert (seen[0].method, seen[0].path, seen[0].idempotent) == (
-            "POST", "/luma/generations/4665a07c/extend", False)
+            "POST",
+            "/luma/generations/4665a07c/extend",
+            False,
+        )
         assert gen.id == "749d328e-4fd0-43a8-8c89-32394d60da69"
 
     def test_get_flow(self, load_fixture):
@@ -870,7 +1009,11 @@ class TestDownloadUrlFlow:
 class TestProbeFlow:
     def _probe(self, outcome):
         def gateway(request):
-            assert (request.method, request.path, request.retry) == ("GET", f"/luma/generations/{PROBE_ID}", False)
+            assert (request.method, request.path, request.retry) == (
+                "GET",
+                f"/luma/generations/{PROBE_ID}",
+                False,
+            )
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
@@ -886,8 +1029,13 @@ class TestProbeFlow:
         ok, message = self._probe(LumaAuthError(403, "user quota is not enough"))
         assert (ok, message.startswith("Bad API key (HTTP 403)")) == (False, True)
 
-    @pytest.mark.parametrize("error", [LumaNotFoundError(404, "not found"),
-                                       LumaNotFoundError(400, "task_not_exist", code="task_not_exist")])
+    @pytest.mark.parametrize(
+        "error",
+        [
+            LumaNotFoundError(404, "not found"),
+            LumaNotFoundError(400, "task_not_exist", code="task_not_exist"),
+        ],
+    )
     def test_not_found_means_key_accepted(self, error):
         ok, message = self._probe(error)
         assert ok is True
@@ -903,4 +1051,7 @@ class TestProbeFlow:
         assert "unreachable" in message
 
     def test_other_api_error(self):
-        assert self._probe(LumaServerError(503, "no channel")) == (False, "Gateway answered HTTP 503: no channel")
+        assert self._probe(LumaServerError(503, "no channel")) == (
+            False,
+            "Gateway answered HTTP 503: no channel",
+        )

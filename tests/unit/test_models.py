@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from typing import ClassVar
 
 import pytest
 
@@ -31,93 +32,180 @@ OLD_DOWNLOAD = OLD_BASE + "825f16cb-2459-4a0a-974a-52ecf49bfa35_video0e8a3e39883
 OLD_THUMB = OLD_BASE + "a9b314cb-78d2-4004-939f-effae13fc9e6_video_0_thumb.jpg"
 OLD_LAST = OLD_BASE + "3cd218c2-f53a-4334-bb66-d29f2ed6be32_video_0_last_frame.jpg"
 
-_PENDING = dict(state=LumaState.QUEUED, raw_state="pending", video_url=None, thumbnail_url=None,
-                last_frame_url=None, width=None, height=None, duration=None, failure_reason=None)
+_PENDING = dict(
+    state=LumaState.QUEUED,
+    raw_state="pending",
+    video_url=None,
+    thumbnail_url=None,
+    last_frame_url=None,
+    width=None,
+    height=None,
+    duration=None,
+    failure_reason=None,
+)
 
 # fixture name -> every normalized field we expect (``raw`` aside).
 EXPECTED: dict[str, dict] = {
     "submit_v98store": dict(
-        _PENDING, id="4665a07c-7641-4809-a133-10786201bb56", prompt=None,  # "" prompt normalizes to None
+        _PENDING,
+        id="4665a07c-7641-4809-a133-10786201bb56",
+        prompt=None,  # "" prompt normalizes to None
         created_at="2024-12-22T13:38:40.139409Z",
     ),
     "submit_gpt_best": dict(
-        _PENDING, id="9d4b7516-77e5-481a-b015-48313946f33b", prompt="cat dance",
+        _PENDING,
+        id="9d4b7516-77e5-481a-b015-48313946f33b",
+        prompt="cat dance",
         created_at="2024-07-01T07:35:13.498660Z",
     ),
     "submit_apiai_201": dict(
-        _PENDING, id="fc7fb008-7a5e-40ad-a7ff-dbb63db61be8", prompt="cat dance",
+        _PENDING,
+        id="fc7fb008-7a5e-40ad-a7ff-dbb63db61be8",
+        prompt="cat dance",
         created_at="2024-07-22T12:47:28.553735Z",
     ),
     "submit_luma_api_readme": dict(
-        _PENDING, id="a4a8f1ff-e59b-4969-abcb-98b3e16f003e", prompt="Increase dynamic",
+        _PENDING,
+        id="a4a8f1ff-e59b-4969-abcb-98b3e16f003e",
+        prompt="Increase dynamic",
         created_at="2024-06-18T14:47:43.318498Z",
     ),
     "submit_array": dict(
-        _PENDING, id="a4a8f1ff-e59b-4969-abcb-98b3e16f003e", prompt="Increase dynamic",
+        _PENDING,
+        id="a4a8f1ff-e59b-4969-abcb-98b3e16f003e",
+        prompt="Increase dynamic",
         created_at="2024-06-18T14:47:43.318498Z",
     ),
     "submit_crazyrouter": dict(
-        _PENDING, id="luma_gen_abc123", raw_state="queued", prompt=None, created_at="2024-03-01T12:00:00Z",
+        _PENDING,
+        id="luma_gen_abc123",
+        raw_state="queued",
+        prompt=None,
+        created_at="2024-03-01T12:00:00Z",
     ),
     "submit_yescale_2025": dict(
-        _PENDING, id="eec2fa50-22dd-4ce9-8f8b-f61e84567f85", prompt=None,
+        _PENDING,
+        id="eec2fa50-22dd-4ce9-8f8b-f61e84567f85",
+        prompt=None,
         created_at="2025-05-23T07:05:23.342674Z",
     ),
     "submit_kling_wrapper": dict(
-        _PENDING, id="867283741759111202", raw_state="submitted", prompt=None,
+        _PENDING,
+        id="867283741759111202",
+        raw_state="submitted",
+        prompt=None,
         created_at="2026-03-29T17:24:36.166000Z",  # 1774805076166 ms
     ),
     "extend_v98store": dict(
-        _PENDING, id="749d328e-4fd0-43a8-8c89-32394d60da69", prompt=None,
+        _PENDING,
+        id="749d328e-4fd0-43a8-8c89-32394d60da69",
+        prompt=None,
         created_at="2024-12-22T14:48:39.947851Z",
     ),
     "get_completed_apifox": dict(
-        id="4665a07c-7641-4809-a133-10786201bb56", state=LumaState.COMPLETED, raw_state="completed",
-        video_url=APIFOX_VIDEO, thumbnail_url=APIFOX_THUMB, last_frame_url=APIFOX_LAST,
-        width=1360, height=752, duration=5.041667, prompt="cat dance",  # from request.prompt
-        created_at="2024-12-22T13:38:40.139Z", failure_reason=None,
+        id="4665a07c-7641-4809-a133-10786201bb56",
+        state=LumaState.COMPLETED,
+        raw_state="completed",
+        video_url=APIFOX_VIDEO,
+        thumbnail_url=APIFOX_THUMB,
+        last_frame_url=APIFOX_LAST,
+        width=1360,
+        height=752,
+        duration=5.041667,
+        prompt="cat dance",  # from request.prompt
+        created_at="2024-12-22T13:38:40.139Z",
+        failure_reason=None,
     ),
     "tasks_array": dict(
-        id="4665a07c-7641-4809-a133-10786201bb56", state=LumaState.COMPLETED, raw_state="completed",
-        video_url=APIFOX_VIDEO, thumbnail_url=APIFOX_THUMB, last_frame_url=APIFOX_LAST,
-        width=1360, height=752, duration=5.041667, prompt="cat dance",
-        created_at="2024-12-22T13:38:40.139Z", failure_reason=None,
+        id="4665a07c-7641-4809-a133-10786201bb56",
+        state=LumaState.COMPLETED,
+        raw_state="completed",
+        video_url=APIFOX_VIDEO,
+        thumbnail_url=APIFOX_THUMB,
+        last_frame_url=APIFOX_LAST,
+        width=1360,
+        height=752,
+        duration=5.041667,
+        prompt="cat dance",
+        created_at="2024-12-22T13:38:40.139Z",
+        failure_reason=None,
     ),
     "get_completed_2024": dict(
-        id="77aae5b1-7e0e-4038-9e8d-d59a0dd79b5e", state=LumaState.COMPLETED, raw_state="completed",
+        id="77aae5b1-7e0e-4038-9e8d-d59a0dd79b5e",
+        state=LumaState.COMPLETED,
+        raw_state="completed",
         video_url=OLD_DOWNLOAD,  # download_url beats the watermarked video.url
-        thumbnail_url=OLD_THUMB, last_frame_url=OLD_LAST, width=656, height=1552, duration=None,
+        thumbnail_url=OLD_THUMB,
+        last_frame_url=OLD_LAST,
+        width=656,
+        height=1552,
+        duration=None,
         prompt="In a modern airport, travelers rush to check in.",
-        created_at="2024-11-01T10:20:34.197000Z", failure_reason=None,
+        created_at="2024-11-01T10:20:34.197000Z",
+        failure_reason=None,
     ),
     "tasks_newapi_wrapper": dict(
-        id="9d4b7516-77e5-481a-b015-48313946f33b", state=LumaState.RUNNING, raw_state="processing",
-        video_url=None, thumbnail_url=None, last_frame_url=None, width=None, height=None, duration=None,
-        prompt="cat dance", created_at="2024-07-01T07:35:13.498000Z", failure_reason=None,
+        id="9d4b7516-77e5-481a-b015-48313946f33b",
+        state=LumaState.RUNNING,
+        raw_state="processing",
+        video_url=None,
+        thumbnail_url=None,
+        last_frame_url=None,
+        width=None,
+        height=None,
+        duration=None,
+        prompt="cat dance",
+        created_at="2024-07-01T07:35:13.498000Z",
+        failure_reason=None,
     ),
     "official_queued": dict(
-        _PENDING, id="7ca76429-99d1-46ab-bb2e-84baa4acdb04", raw_state="queued",
-        prompt="A serene lake surrounded by mountains at sunset", created_at="2024-11-27T13:50:56.313494Z",
+        _PENDING,
+        id="7ca76429-99d1-46ab-bb2e-84baa4acdb04",
+        raw_state="queued",
+        prompt="A serene lake surrounded by mountains at sunset",
+        created_at="2024-11-27T13:50:56.313494Z",
     ),
     "official_completed": dict(
-        id="123e4567-e89b-12d3-a456-426614174000", state=LumaState.COMPLETED, raw_state="completed",
-        video_url="https://example.com/video.mp4", thumbnail_url=None, last_frame_url=None,
-        width=None, height=None, duration=None,
-        prompt="A serene lake surrounded by mountains at sunset", created_at="2023-06-01T12:00:00Z",
+        id="123e4567-e89b-12d3-a456-426614174000",
+        state=LumaState.COMPLETED,
+        raw_state="completed",
+        video_url="https://example.com/video.mp4",
+        thumbnail_url=None,
+        last_frame_url=None,
+        width=None,
+        height=None,
+        duration=None,
+        prompt="A serene lake surrounded by mountains at sunset",
+        created_at="2023-06-01T12:00:00Z",
         failure_reason=None,
     ),
     "official_completed_current": dict(
-        id="123e4567-e89b-12d3-a456-426614174000", state=LumaState.COMPLETED, raw_state="completed",
-        video_url="https://example.com/video.mp4", thumbnail_url="https://example.com/thumb.jpg",
-        last_frame_url=None, width=None, height=None, duration=5.0,  # request.duration "5s"
-        prompt="A tiger walking in snow", created_at="2025-06-01T12:00:00.000000Z", failure_reason=None,
+        id="123e4567-e89b-12d3-a456-426614174000",
+        state=LumaState.COMPLETED,
+        raw_state="completed",
+        video_url="https://example.com/video.mp4",
+        thumbnail_url="https://example.com/thumb.jpg",
+        last_frame_url=None,
+        width=None,
+        height=None,
+        duration=5.0,  # request.duration "5s"
+        prompt="A tiger walking in snow",
+        created_at="2025-06-01T12:00:00.000000Z",
+        failure_reason=None,
     ),
 }
 GENERATION_FIXTURES = sorted(EXPECTED)
 ERROR_FIXTURES = [
-    "error_401_invalid_token", "error_403_quota", "error_429_saturated", "error_429_upstream",
-    "error_503_no_channel", "error_task_not_exist", "error_luma_api_detail",
-    "error_fastapi_not_authenticated", "error_422_validation", "download_video_url",
+    "error_401_invalid_token",
+    "error_403_quota",
+    "error_429_saturated",
+    "error_429_upstream",
+    "error_503_no_channel",
+    "error_task_not_exist",
+    "error_luma_api_detail",
+    "error_fastapi_not_authenticated",
+    "error_422_validation",
+    "download_video_url",
 ]
 
 
@@ -157,50 +245,98 @@ class TestParseGeneration:
         assert parse_generation(payload).raw["request_id"] == "c0656403-1e6e-4b7e-b8f8-2cdd2595f2b9"
 
     def test_kling_failed_reason(self):
-        payload = {"code": 0, "message": "SUCCEED", "request_id": "r",
-                   "data": {"task_id": "k1", "task_status": "failed", "task_status_msg": "risk control",
-                            "created_at": 1774805076166, "updated_at": 1774805076166}}
+        payload = {
+            "code": 0,
+            "message": "SUCCEED",
+            "request_id": "r",
+            "data": {
+                "task_id": "k1",
+                "task_status": "failed",
+                "task_status_msg": "risk control",
+                "created_at": 1774805076166,
+                "updated_at": 1774805076166,
+            },
+        }
         gen = parse_generation(payload)
-        assert (gen.id, gen.state, gen.raw_state, gen.failure_reason) == ("k1", LumaState.FAILED, "failed",
-                                                                           "risk control")
+        assert (gen.id, gen.state, gen.raw_state, gen.failure_reason) == (
+            "k1",
+            LumaState.FAILED,
+            "failed",
+            "risk control",
+        )
 
     def test_native_failed_with_failure_reason(self):
-        gen = parse_generation({"id": "g1", "state": "failed", "failure_reason": "Advanced prompt moderation failed"})
+        gen = parse_generation(
+            {"id": "g1", "state": "failed", "failure_reason": "Advanced prompt moderation failed"}
+        )
         assert gen.state is LumaState.FAILED
         assert gen.failure_reason == "Advanced prompt moderation failed"
         assert gen.is_terminal is True
 
     def test_fail_reason_alias(self):
-        gen = parse_generation({"id": "g1", "state": "failed", "failure_reason": None, "fail_reason": "Job error"})
+        gen = parse_generation(
+            {"id": "g1", "state": "failed", "failure_reason": None, "fail_reason": "Job error"}
+        )
         assert gen.failure_reason == "Job error"
 
     def test_estimate_wait_seconds_number(self):
-        assert parse_generation({"id": "g1", "state": "pending", "estimate_wait_seconds": 42}).estimate_wait_seconds \
+        assert (
+            parse_generation(
+                {"id": "g1", "state": "pending", "estimate_wait_seconds": 42}
+            ).estimate_wait_seconds
             == 42.0
+        )
 
     def test_integer_id_becomes_string(self):
         assert parse_generation({"id": 123, "state": "pending"}).id == "123"
 
 
 class TestVideoUrlFallback:
-    BASE = {"id": "g1", "state": "completed"}
+    BASE: ClassVar[dict[str, str]] = {"id": "g1", "state": "completed"}
 
     @pytest.mark.parametrize(
-        "fields, expected",
+        ("fields", "expected"),
         [
-            pytest.param({"video": {"url": "U", "download_url": "D"}, "video_raw": {"url": "R"},
-                          "artifact": {"video": {"url": "A"}}, "assets": {"video": "S"}}, "D", id="download_url-first"),
-            pytest.param({"video": {"url": "U", "download_url": ""}, "video_raw": {"url": "R"}}, "U",
-                         id="empty-download_url-skipped"),
-            pytest.param({"video": {"url": "U", "download_url": "   "}}, "U", id="blank-download_url-skipped"),
+            pytest.param(
+                {
+                    "video": {"url": "U", "download_url": "D"},
+                    "video_raw": {"url": "R"},
+                    "artifact": {"video": {"url": "A"}},
+                    "assets": {"video": "S"},
+                },
+                "D",
+                id="download_url-first",
+            ),
+            pytest.param(
+                {"video": {"url": "U", "download_url": ""}, "video_raw": {"url": "R"}},
+                "U",
+                id="empty-download_url-skipped",
+            ),
+            pytest.param(
+                {"video": {"url": "U", "download_url": "   "}}, "U", id="blank-download_url-skipped"
+            ),
             pytest.param({"video": {"url": "U", "download_url": None}}, "U", id="null-download_url"),
-            pytest.param({"video": None, "video_raw": {"url": "R"}, "artifact": {"video": {"url": "A"}}}, "R",
-                         id="video_raw"),
-            pytest.param({"video": {"url": ""}, "video_raw": None, "artifact": {"video": {"url": "A"}},
-                          "assets": {"video": "S"}}, "A", id="artifact.video"),
-            pytest.param({"video": None, "artifact": {"video": None}, "assets": {"video": "S"}}, "S",
-                         id="assets.video"),
-            pytest.param({"video": None, "video_raw": None, "artifact": {}, "assets": None}, None, id="nothing"),
+            pytest.param(
+                {"video": None, "video_raw": {"url": "R"}, "artifact": {"video": {"url": "A"}}},
+                "R",
+                id="video_raw",
+            ),
+            pytest.param(
+                {
+                    "video": {"url": ""},
+                    "video_raw": None,
+                    "artifact": {"video": {"url": "A"}},
+                    "assets": {"video": "S"},
+                },
+                "A",
+                id="artifact.video",
+            ),
+            pytest.param(
+                {"video": None, "artifact": {"video": None}, "assets": {"video": "S"}}, "S", id="assets.video"
+            ),
+            pytest.param(
+                {"video": None, "video_raw": None, "artifact": {}, "assets": None}, None, id="nothing"
+            ),
             pytest.param({"video": "not-an-object", "assets": {"video": "S"}}, "S", id="video-not-a-dict"),
         ],
     )
@@ -219,26 +355,53 @@ class TestVideoUrlFallback:
         assert gen.thumbnail_url == "T"
 
     def test_thumbnail_and_last_frame_from_artifact(self):
-        gen = parse_generation({**self.BASE, "artifact": {"thumbnail": {"url": "T"}, "last_frame": {"url": "L"},
-                                                          "video_raw": {"url": "R", "width": 10, "height": 20,
-                                                                        "duration": 9.5}}})
-        assert (gen.thumbnail_url, gen.last_frame_url, gen.width, gen.height, gen.duration) == ("T", "L", 10, 20, 9.5)
+        gen = parse_generation(
+            {
+                **self.BASE,
+                "artifact": {
+                    "thumbnail": {"url": "T"},
+                    "last_frame": {"url": "L"},
+                    "video_raw": {"url": "R", "width": 10, "height": 20, "duration": 9.5},
+                },
+            }
+        )
+        assert (gen.thumbnail_url, gen.last_frame_url, gen.width, gen.height, gen.duration) == (
+            "T",
+            "L",
+            10,
+            20,
+            9.5,
+        )
         assert gen.video_url is None  # artifact.video_raw is not in the video URL chain
 
 
 class TestNormalizeState:
     @pytest.mark.parametrize(
-        "word, state",
+        ("word", "state"),
         [
-            ("pending", LumaState.QUEUED), ("queued", LumaState.QUEUED), ("NOT_START", LumaState.QUEUED),
-            ("SUBMITTED", LumaState.QUEUED), ("QUEUED", LumaState.QUEUED), ("submitted", LumaState.QUEUED),
-            ("processing", LumaState.RUNNING), ("dreaming", LumaState.RUNNING), ("IN_PROGRESS", LumaState.RUNNING),
-            ("completed", LumaState.COMPLETED), ("SUCCESS", LumaState.COMPLETED), ("succeed", LumaState.COMPLETED),
-            ("failed", LumaState.FAILED), ("FAILURE", LumaState.FAILED),
+            ("pending", LumaState.QUEUED),
+            ("queued", LumaState.QUEUED),
+            ("NOT_START", LumaState.QUEUED),
+            ("SUBMITTED", LumaState.QUEUED),
+            ("QUEUED", LumaState.QUEUED),
+            ("submitted", LumaState.QUEUED),
+            ("processing", LumaState.RUNNING),
+            ("dreaming", LumaState.RUNNING),
+            ("IN_PROGRESS", LumaState.RUNNING),
+            ("completed", LumaState.COMPLETED),
+            ("SUCCESS", LumaState.COMPLETED),
+            ("succeed", LumaState.COMPLETED),
+            ("failed", LumaState.FAILED),
+            ("FAILURE", LumaState.FAILED),
             # case and whitespace variants
-            ("Pending", LumaState.QUEUED), ("PROCESSING", LumaState.RUNNING), ("Completed", LumaState.COMPLETED),
-            (" failed ", LumaState.FAILED), ("in_progress", LumaState.RUNNING), ("Dreaming", LumaState.RUNNING),
-            ("Success", LumaState.COMPLETED), ("Not_Start", LumaState.QUEUED),
+            ("Pending", LumaState.QUEUED),
+            ("PROCESSING", LumaState.RUNNING),
+            ("Completed", LumaState.COMPLETED),
+            (" failed ", LumaState.FAILED),
+            ("in_progress", LumaState.RUNNING),
+            ("Dreaming", LumaState.RUNNING),
+            ("Success", LumaState.COMPLETED),
+            ("Not_Start", LumaState.QUEUED),
         ],
     )
     def test_known_words(self, word, state):
@@ -251,9 +414,14 @@ class TestNormalizeState:
         assert state.is_terminal is False
 
     @pytest.mark.parametrize(
-        "state, terminal",
-        [(LumaState.QUEUED, False), (LumaState.RUNNING, False), (LumaState.COMPLETED, True),
-         (LumaState.FAILED, True), (LumaState.UNKNOWN, False)],
+        ("state", "terminal"),
+        [
+            (LumaState.QUEUED, False),
+            (LumaState.RUNNING, False),
+            (LumaState.COMPLETED, True),
+            (LumaState.FAILED, True),
+            (LumaState.UNKNOWN, False),
+        ],
     )
     def test_is_terminal(self, state, terminal):
         assert state.is_terminal is terminal
@@ -273,7 +441,7 @@ def _wrapper(row: dict) -> dict:
 
 class TestNewApiTaskRow:
     @pytest.mark.parametrize(
-        "row_status, inner_state, state, raw_state",
+        ("row_status", "inner_state", "state", "raw_state"),
         [
             ("FAILURE", "processing", LumaState.FAILED, "FAILURE"),
             ("FAILURE", "completed", LumaState.FAILED, "FAILURE"),  # failure wins even over completed
@@ -311,10 +479,23 @@ class TestNewApiTaskRow:
         assert parse_generation(load_fixture("tasks_newapi_wrapper")).failure_reason is None
 
     def test_row_without_inner_data_uses_status_and_submit_time(self):
-        gen = parse_generation(_wrapper({"task_id": "t1", "status": "SUCCESS", "fail_reason": "",
-                                         "submit_time": 1719819313, "data": None}))
+        gen = parse_generation(
+            _wrapper(
+                {
+                    "task_id": "t1",
+                    "status": "SUCCESS",
+                    "fail_reason": "",
+                    "submit_time": 1719819313,
+                    "data": None,
+                }
+            )
+        )
         assert (gen.id, gen.state, gen.raw_state, gen.created_at) == (
-            "t1", LumaState.COMPLETED, "SUCCESS", "2024-07-01T07:35:13Z")
+            "t1",
+            LumaState.COMPLETED,
+            "SUCCESS",
+            "2024-07-01T07:35:13Z",
+        )
 
     def test_row_raw_is_the_row(self, load_fixture):
         payload = load_fixture("tasks_newapi_wrapper")
@@ -325,7 +506,10 @@ class TestNewApiTaskRow:
         second = copy.deepcopy(payload["data"][0])
         second["task_id"] = second["data"]["id"] = "second"
         payload["data"].insert(0, second)
-        assert [g.id for g in parse_generations(payload)] == ["second", "9d4b7516-77e5-481a-b015-48313946f33b"]
+        assert [g.id for g in parse_generations(payload)] == [
+            "second",
+            "9d4b7516-77e5-481a-b015-48313946f33b",
+        ]
 
     def test_empty_wrapper_is_empty_list(self):
         assert parse_generations({"code": "success", "message": "", "data": []}) == []
@@ -333,7 +517,7 @@ class TestNewApiTaskRow:
 
 class TestTimestamps:
     @pytest.mark.parametrize(
-        "value, expected",
+        ("value", "expected"),
         [
             (1719819313, "2024-07-01T07:35:13Z"),  # Unix seconds
             (1719819313.5, "2024-07-01T07:35:13.500000Z"),
@@ -348,8 +532,9 @@ class TestTimestamps:
         assert parse_generation({"id": "g1", "state": "pending", "created_at": value}).created_at == expected
 
     def test_kling_ms(self):
-        gen = parse_generation({"code": 0, "data": {"task_id": "k", "task_status": "submitted",
-                                                    "created_at": 1719819313000}})
+        gen = parse_generation(
+            {"code": 0, "data": {"task_id": "k", "task_status": "submitted", "created_at": 1719819313000}}
+        )
         assert gen.created_at == "2024-07-01T07:35:13Z"
 
 
@@ -381,7 +566,9 @@ class TestSerialization:
     def test_raw_not_compared(self):
         assert LumaGeneration("g1", LumaState.QUEUED, raw={"a": 1}) == LumaGeneration("g1", LumaState.QUEUED)
 
-    @pytest.mark.parametrize("attr, value", [("id", "other"), ("state", LumaState.FAILED), ("video_url", "x")])
+    @pytest.mark.parametrize(
+        ("attr", "value"), [("id", "other"), ("state", LumaState.FAILED), ("video_url", "x")]
+    )
     def test_frozen(self, load_fixture, attr, value):
         gen = parse_generation(load_fixture("get_completed_apifox"))
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -424,7 +611,9 @@ class TestShapeErrors:
 
     def test_kling_wrapper_null_task_id(self):
         with pytest.raises(LumaResponseShapeError):
-            parse_generation({"code": 0, "message": "SUCCEED", "data": {"task_id": None, "task_status": "submitted"}})
+            parse_generation(
+                {"code": 0, "message": "SUCCEED", "data": {"task_id": None, "task_status": "submitted"}}
+            )
 
     def test_task_row_null_task_id(self):
         with pytest.raises(LumaResponseShapeError):

@@ -23,16 +23,17 @@ def native(**fields):
     return parse_generation({"id": "gen-1", "state": "completed", **fields})
 
 
-class TestVideoUrlChain:
-    FULL = {
-        "video": {"download_url": "https://cdn/dl.mp4", "url": "https://cdn/video.mp4"},
-        "video_raw": {"url": "https://cdn/raw.mp4"},
-        "artifact": {"video": {"url": "https://cdn/art.mp4"}},
-        "assets": {"video": "https://cdn/assets.mp4"},
-    }
+FULL_VIDEO = {
+    "video": {"download_url": "https://cdn/dl.mp4", "url": "https://cdn/video.mp4"},
+    "video_raw": {"url": "https://cdn/raw.mp4"},
+    "artifact": {"video": {"url": "https://cdn/art.mp4"}},
+    "assets": {"video": "https://cdn/assets.mp4"},
+}
 
+
+class TestVideoUrlChain:
     def test_order(self):
-        payload = {k: dict(v) if isinstance(v, dict) else v for k, v in self.FULL.items()}
+        payload = {k: dict(v) for k, v in FULL_VIDEO.items()}
         seen = []
         seen.append(native(**payload).video_url)
         del payload["video"]["download_url"]
@@ -61,7 +62,9 @@ class TestVideoUrlChain:
             artifact={"video": {"url": "https://cdn/art.mp4"}},
         )
         assert gen.playable_url == "https://cdn/video.mp4"
-        gen = native(assets={"video": "https://cdn/assets.mp4"}, artifact={"video": {"url": "https://cdn/art.mp4"}})
+        gen = native(
+            assets={"video": "https://cdn/assets.mp4"}, artifact={"video": {"url": "https://cdn/art.mp4"}}
+        )
         assert gen.playable_url == "https://cdn/assets.mp4"
         gen = native(artifact={"video": {"url": "https://cdn/art.mp4"}})
         assert gen.playable_url == "https://cdn/art.mp4"
@@ -77,9 +80,9 @@ class TestVideoUrlChain:
         assert len(ok) == 8192
         assert native(video={"url": ok}).video_url == ok
         too_long = ok + "b"
-        assert native(video={"url": too_long, "download_url": None}, assets={"video": "https://x/y"}).video_url == (
-            "https://x/y"
-        )
+        assert native(
+            video={"url": too_long, "download_url": None}, assets={"video": "https://x/y"}
+        ).video_url == ("https://x/y")
 
 
 class TestThumbnailChain:
@@ -97,7 +100,12 @@ class TestThumbnailChain:
         seen.append(native(**payload).thumbnail_url)
         del payload["artifact"]
         seen.append(native(**payload).thumbnail_url)
-        assert seen == ["https://cdn/t1.jpg", "https://cdn/t2.jpg", "https://cdn/t3.jpg", "https://cdn/t4.jpg"]
+        assert seen == [
+            "https://cdn/t1.jpg",
+            "https://cdn/t2.jpg",
+            "https://cdn/t3.jpg",
+            "https://cdn/t4.jpg",
+        ]
 
     def test_last_frame_order(self):
         gen = native(
@@ -141,7 +149,9 @@ class TestSizeChain:
             artifact={"video": {"width": 640, "height": 360}},
         )
         assert (gen.width, gen.height) == (1280, 720)
-        gen = native(artifact={"video": {"width": 640, "height": 360}, "video_raw": {"width": 320, "height": 180}})
+        gen = native(
+            artifact={"video": {"width": 640, "height": 360}, "video_raw": {"width": 320, "height": 180}}
+        )
         assert (gen.width, gen.height) == (640, 360)
         gen = native(artifact={"video_raw": {"width": 320, "height": 180}})
         assert (gen.width, gen.height) == (320, 180)
@@ -218,7 +228,7 @@ class TestTimestamps:
             (1700000000000, "2023-11-14T22:13:20Z"),  # milliseconds
             (1e11, "5138-11-16T09:46:40Z"),  # exactly 1e11: still seconds
             (100000000000.5, "1973-03-03T09:46:40.000500Z"),  # just above: milliseconds
-            (1e14, None),  # year > 9999 after the ms conversion
+            (1e15, None),  # year > 9999 even as milliseconds
             (True, None),
         ],
     )
@@ -295,7 +305,9 @@ class TestTaskRow:
         assert gen.state is LumaState.RUNNING
 
     def test_inner_without_id_uses_row_id(self):
-        gen = parse_generation({"task_id": "row-id", "data": {"state": "completed", "video": {"url": "https://v"}}})
+        gen = parse_generation(
+            {"task_id": "row-id", "data": {"state": "completed", "video": {"url": "https://v"}}}
+        )
         assert gen.id == "row-id"
         assert gen.video_url == "https://v"
 
@@ -321,7 +333,9 @@ class TestTaskRow:
 
 class TestKling:
     def test_fields(self):
-        gen = parse_generation({"code": 0, "data": {"task_id": "k1", "task_status": 5, "fail_reason": "nope"}})
+        gen = parse_generation(
+            {"code": 0, "data": {"task_id": "k1", "task_status": 5, "fail_reason": "nope"}}
+        )
         assert gen.id == "k1"
         assert gen.raw_state is None
         assert gen.state is LumaState.UNKNOWN
