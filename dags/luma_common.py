@@ -45,7 +45,20 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     """
 
     @task_group(group_id=group_id)
-    def generate(prompt, aspect_ratio, loop, expand_prompt, image_url, image_end_url, model):
+    # One parameter per prompt-file column (luma_provider.prompts.PROMPT_FIELDS).
+    def generate(
+        prompt,
+        aspect_ratio,
+        loop,
+        expand_prompt,
+        image_url,
+        image_end_url,
+        model,
+        resolution,
+        duration,
+        concepts,
+        callback_url,
+    ):
         submit = LumaGenerateOperator(
             task_id="submit",
             prompt=prompt,
@@ -55,6 +68,10 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
             image_url=image_url,
             image_end_url=image_end_url,
             model=model,
+            resolution=resolution,
+            duration=duration,
+            concepts=concepts,
+            callback_url=callback_url,
             pool=POOL,
             idempotency_key=idempotency_key,
             retries=2,

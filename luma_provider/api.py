@@ -30,12 +30,14 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
 
 from luma_provider.connection_fields import (
+    API_FLAVOURS,
     CONNECTION_FIELDS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DOWNLOAD_STALL_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    OFFICIAL_PATH,
     ConnectionField,
 )
 from luma_provider.connection_fields import DEFAULT_CONN_ID as DEFAULT_CONN_ID  # re-exported
@@ -67,8 +69,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
+OFFICIAL_ASPECT_RATIOS = (*ASPECT_RATIOS, "21:9", "9:21")
+RESOLUTIONS = ("540p", "720p", "1080p", "4k")
+DURATIONS = ("5s", "9s")
 # User-facing (official) model names -> the gateway's ``model_name`` values.
 MODELS = {"ray-2": "ray-v2", "ray-1-6": "ray-v1", "ray-v1": "ray-v1", "ray-v2": "ray-v2", "ray-v3": "ray-v3"}
+#: The official API's video models (the name is sent as it is); ``model`` is required there.
+OFFICIAL_MODELS = {"ray-2": "ray-2", "ray-flash-2": "ray-flash-2"}
+DEFAULT_OFFICIAL_MODEL = "ray-2"
+IMAGE_MODELS = ("photon-1", "photon-flash-1")
 MAX_PROMPT_LENGTH = 5000
 #: Longest gateway message kept in an exception; longer ones are cut (they reach logs and XCom).
 MESSAGE_LIMIT = 1000
@@ -89,6 +98,19 @@ MAX_RETRY_AFTER = 120.0
 PROBE_ID = "00000000-0000-0000-0000-000000000000"
 
 _DATA_URI_RE = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,(?P<data>.*)$", re.DOTALL)
+_OFFICIAL_RESERVED = {
+    "prompt",
+    "model",
+    "aspect_ratio",
+    "loop",
+    "keyframes",
+    "resolution",
+    "duration",
+    "concepts",
+    "callback_url",
+    "user_prompt",
+    "model_name",
+}
 _RESERVED_FIELDS = {
     "user_prompt",
     "aspect_ratio",
@@ -97,6 +119,8 @@ _RESERVED_FIELDS = {
     "image_url",
     "image_end_url",
     "model_name",
+    "resolution",
+    "duration",
 }
 
 
@@ -115,8 +139,14 @@ class ConnectionSettings:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     download_stall_timeout: float = DEFAULT_DOWNLOAD_STALL_TIMEOUT
     allow_private_downloads: bool = False
+    #: ``gateway`` (``/luma/...`` routes) or ``official`` (Dream Machine API, base URL with its path).
+    api_flavour: str = "gateway"
     #: The host had no scheme and https:// was assumed (a hint for SSL errors).
     scheme_assumed: bool = False
+
+    @property
+    def official(self) -> bool:
+        return self.api_flavour == "official"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{self.path_prefix}{path}"
@@ -224,11 +254,16 @@ def settings_from_connection(
 
     values = {f.name: _extra_value(conn_id, f, extra) for f in CONNECTION_FIELDS}
     prefix = str(values.pop("path_prefix")).strip().rstrip("/")
+    path = urlsplit(host).path.rstrip("/")
+    flavour = values.pop("api_flavour") or ("official" if path.endswith(OFFICIAL_PATH) else "gateway")
+    if flavour == "official" and not path.endswith(OFFICIAL_PATH):
+        host = f"{host}{OFFICIAL_PATH}"  # https://api.lumalabs.ai + official -> its versioned base
     return ConnectionSettings(
         base_url=host,
         api_key=_api_key(conn_id, password),
         path_prefix=f"/{prefix.lstrip('/')}" if prefix else "",
         scheme_assumed=scheme_assumed,
+        api_flavour=flavour,
         **values,
     )
 
@@ -256,6 +291,11 @@ def _extra_value(conn_id: str, spec: ConnectionField, extra: Mapping[str, Any]) 
         ) from None
     if isinstance(result, float) and not math.isfinite(result):
         raise LumaConfigError(f"Connection {conn_id!r}: extra field {spec.name!r} must be a finite number")
+    if spec.choices and result not in spec.choices:
+        raise LumaConfigError(
+            f"Connection {conn_id!r}: extra field {spec.name!r} must be one of {', '.join(spec.choices)}, "
+            f"got {_short(value)}"
+        )
     if spec.minimum is not None and result < spec.minimum:
         raise LumaConfigError(
             f"Connection {conn_id!r}: extra field {spec.name!r} must be >= {spec.minimum:g}, "
@@ -354,7 +394,21 @@ def validate_image_url(value: Any, field_name: str) -> str:
 
 
 #: The generation options besides the prompt, in the order they are documented everywhere.
-OPTION_NAMES = ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url", "model")
+#: The generation options besides the prompt, in the order they are documented everywhere.
+OPTION_NAMES = (
+    "aspect_ratio",
+    "loop",
+    "expand_prompt",
+    "image_url",
+    "image_end_url",
+    "model",
+    "resolution",
+    "duration",
+    "concepts",
+    "callback_url",
+)
+#: Options one flavour does not have: an error before any HTTP call, not a silently dropped field.
+UNSUPPORTED_OPTIONS = {"gateway": ("concepts", "callback_url"), "official": ("expand_prompt",)}
 
 
 @dataclass(frozen=True)
@@ -363,7 +417,9 @@ class GenerationOptions:
 
     The hook, the operators and prompt files all go through this one type, so an option is
     declared and checked in one place. Values are normalized: ``loop="yes"`` becomes ``True``,
-    empty strings become None.
+    ``duration=5`` becomes ``"5s"``, empty strings become None. ``flavour`` decides the field
+    names and enums (gateway: ``user_prompt``/``model_name``; official: ``prompt``/``model``,
+    keyframes, concepts).
     """
 
     prompt: str
@@ -373,52 +429,65 @@ class GenerationOptions:
     image_url: str | None = None
     image_end_url: str | None = None
     model: str | None = None
-    #: Other gateway fields passed through (``resolution``, ``duration``...).
+    resolution: str | None = None
+    duration: str | None = None
+    concepts: tuple[str, ...] = ()
+    callback_url: str | None = None
+    #: Other fields passed through as they are.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    flavour: str = "gateway"
 
     @classmethod
     def build(
         cls,
         prompt: Any,
         *,
+        flavour: str = "gateway",
         aspect_ratio: Any = None,
         loop: Any = None,
         expand_prompt: Any = None,
         image_url: Any = None,
         image_end_url: Any = None,
         model: Any = None,
+        resolution: Any = None,
+        duration: Any = None,
+        concepts: Any = None,
+        callback_url: Any = None,
         extra: Mapping[str, Any] | None = None,
     ) -> GenerationOptions:
-        """Validate user input; errors name the field and the allowed values."""
-        if aspect_ratio in ("", None):
-            aspect_ratio = None
-        elif aspect_ratio not in ASPECT_RATIOS:
-            raise LumaValidationError(
-                "aspect_ratio", f"{_short(aspect_ratio)} is not one of {', '.join(ASPECT_RATIOS)}"
-            )
-        if model in ("", None):
-            model = None
-        elif model not in MODELS:
-            raise LumaValidationError("model", f"{_short(model)} is not one of {', '.join(MODELS)}")
+        """Validate user input for ``flavour``; errors name the field and the allowed values."""
+        given = dict(expand_prompt=expand_prompt, concepts=concepts, callback_url=callback_url)
+        for name in UNSUPPORTED_OPTIONS.get(flavour, ()):
+            if given.get(name) not in (None, "", [], ()):
+                raise LumaValidationError(name, f"is not available in the {flavour} API flavour")
+        official = flavour == "official"
+        ratios = OFFICIAL_ASPECT_RATIOS if official else ASPECT_RATIOS
+        models: Mapping[str, str] = OFFICIAL_MODELS if official else MODELS
         if extra is not None and not isinstance(extra, Mapping):
             raise LumaValidationError("extra", f"must be a dict, got {type(extra).__name__}")
         passthrough = dict(extra or {})
+        reserved = _OFFICIAL_RESERVED if official else _RESERVED_FIELDS
         for key in passthrough:
             if not isinstance(key, str):
                 raise LumaValidationError("extra", f"keys must be strings, got {key!r}")
-            if key in _RESERVED_FIELDS:
+            if key in reserved:
                 raise LumaValidationError("extra", f"{key!r} is set through its own parameter, not extra")
         options = cls(
             prompt=validate_prompt(prompt),
-            aspect_ratio=aspect_ratio,
+            aspect_ratio=_choice("aspect_ratio", aspect_ratio, ratios),
             loop=None if loop is None else _bool_field("loop", loop),
             expand_prompt=None if expand_prompt is None else _bool_field("expand_prompt", expand_prompt),
             image_url=None if image_url in (None, "") else validate_image_url(image_url, "image_url"),
             image_end_url=None
             if image_end_url in (None, "")
             else validate_image_url(image_end_url, "image_end_url"),
-            model=model,
+            model=_choice("model", model, tuple(models)),
+            resolution=_choice("resolution", resolution, RESOLUTIONS),
+            duration=_choice("duration", _duration(duration), DURATIONS),
+            concepts=_concepts(concepts),
+            callback_url=None if callback_url in (None, "") else _http_url("callback_url", callback_url),
             extra=passthrough,
+            flavour=_choice("flavour", flavour, API_FLAVOURS) or "gateway",
         )
         try:
             json.dumps(options.body(), allow_nan=False)
@@ -429,15 +498,68 @@ class GenerationOptions:
         return options
 
     def body(self) -> dict[str, Any]:
-        """The gateway's JSON body (``user_prompt``, ``model_name``...)."""
-        body: dict[str, Any] = {"user_prompt": self.prompt}
-        for name in ("aspect_ratio", "loop", "expand_prompt", "image_url", "image_end_url"):
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
-        if self.model is not None:
-            body["model_name"] = MODELS[self.model]
+        """The JSON body in this flavour's field names."""
+        body: dict[str, Any]
+        if self.flavour == "official":
+            body = {"prompt": self.prompt, "model": self.model or DEFAULT_OFFICIAL_MODEL}
+            keyframes = {
+                frame: {"type": "image", "url": url}
+                for frame, url in (("frame0", self.image_url), ("frame1", self.image_end_url))
+                if url
+            }
+            if keyframes:
+                body["keyframes"] = keyframes
+            if self.concepts:
+                body["concepts"] = [{"key": key} for key in self.concepts]
+            names: tuple[str, ...] = ("aspect_ratio", "loop", "resolution", "duration", "callback_url")
+        else:
+            body = {"user_prompt": self.prompt}
+            if self.model is not None:
+                body["model_name"] = MODELS[self.model]
+            names = (
+                "aspect_ratio",
+                "loop",
+                "expand_prompt",
+                "image_url",
+                "image_end_url",
+                "resolution",
+                "duration",
+            )
+        body.update({name: getattr(self, name) for name in names if getattr(self, name) is not None})
         body.update(self.extra)
         return body
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str | None:
+    if value in (None, ""):
+        return None
+    if value not in allowed:
+        raise LumaValidationError(name, f"{_short(value)} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _duration(value: Any) -> Any:
+    # 5, 5.0, "5" and "5s" all mean "5s" (the API's own spelling).
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+        return f"{int(value)}s"
+    if isinstance(value, str) and value.strip().isdigit():
+        return f"{value.strip()}s"
+    return value
+
+
+def _concepts(value: Any) -> tuple[str, ...]:
+    if value in (None, "", [], ()):
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise LumaValidationError("concepts", f"must be a list of concept keys, got {_short(value)}")
+    return tuple(i.strip() for i in items)
+
+
+def _http_url(name: str, value: Any) -> str:
+    if strict_origin(value) is None:
+        raise LumaValidationError(name, f"must be a plain http(s) URL, got {_short(value)}")
+    return str(value)
 
 
 def build_generation_body(prompt: Any, **options: Any) -> dict[str, Any]:
@@ -473,6 +595,8 @@ class Request:
     #: A submit costs money: retried only where the gateway provably did not take the job.
     idempotent: bool = True
     retry: bool = True
+    #: A 204 with no body is the answer (the official API's DELETE), not a broken reply.
+    empty_ok: bool = False
 
 
 Flow = Generator[Request, Any, T]
@@ -543,6 +667,171 @@ def get_flow(generation_id: str) -> Flow[LumaGeneration]:
     return cast(LumaGeneration, result)
 
 
+# ----------------------------------------------------------------------------- official flows
+# Luma's own Dream Machine API (paths below the connection's ``.../dream-machine/v1`` base URL).
+OFFICIAL_VIDEO_ROUTES = ("/generations/video", "/generations")
+
+
+def official_submit_flow(body: dict[str, Any], path: str = "/generations/video") -> Flow[LumaGeneration]:
+    """``POST /generations/video`` (201), or the older ``POST /generations`` where it 404s.
+
+    A 404 means the route does not exist, so nothing was created and the fallback is safe.
+    """
+    routes = OFFICIAL_VIDEO_ROUTES if path == OFFICIAL_VIDEO_ROUTES[0] else (path,)
+    for number, route in enumerate(routes):
+        try:
+            result = yield Request("submit", "POST", route, body, parse_generation, idempotent=False)
+            return cast(LumaGeneration, result)
+        except LumaNotFoundError:
+            if number == len(routes) - 1:
+                raise
+            log.info("POST %s answered 404; trying the older route %s", route, routes[number + 1])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def official_get_flow(generation_id: str) -> Flow[LumaGeneration]:
+    """``GET /generations/{id}``."""
+    result = yield Request("get", "GET", f"/generations/{generation_id}", parse=parse_generation)
+    return cast(LumaGeneration, result)
+
+
+def official_cancel_flow(generation_id: str) -> Flow[None]:
+    """``DELETE /generations/{id}`` (204): stops a queued or dreaming generation."""
+    yield Request("cancel", "DELETE", f"/generations/{generation_id}", empty_ok=True)
+
+
+def official_list_flow(limit: int, offset: int) -> Flow[tuple[list[LumaGeneration], bool]]:
+    """One page of ``GET /generations``: the generations and whether more follow."""
+    path = f"/generations?limit={int(limit)}&offset={int(offset)}"
+    payload = yield Request("list", "GET", path, parse=_parse_page)
+    return cast("tuple[list[LumaGeneration], bool]", payload)
+
+
+def official_credits_flow() -> Flow[float]:
+    """``GET /credits``: the balance in USD cents."""
+    result = yield Request("credits", "GET", "/credits", parse=_parse_credits)
+    return cast(float, result)
+
+
+def official_post_flow(name: str, path: str, body: dict[str, Any]) -> Flow[LumaGeneration]:
+    """A paid official create (image, upscale, audio): never resubmitted where the job may exist."""
+    result = yield Request(name, "POST", path, body, parse_generation, idempotent=False)
+    return cast(LumaGeneration, result)
+
+
+IMAGE_FORMATS = ("jpg", "png")
+_IMAGE_REFS = ("image_ref", "style_ref", "character_ref", "modify_image_ref")
+
+
+def image_body(prompt: Any, *, model: Any = None, aspect_ratio: Any = None, **options: Any) -> dict[str, Any]:
+    """The body of an official image create (``photon-1`` by default)."""
+    body: dict[str, Any] = {
+        "prompt": validate_prompt(prompt),
+        "model": _choice("model", model, IMAGE_MODELS) or IMAGE_MODELS[0],
+    }
+    ratio = _choice("aspect_ratio", aspect_ratio, OFFICIAL_ASPECT_RATIOS)
+    if ratio:
+        body["aspect_ratio"] = ratio
+    fmt = _choice("format", options.pop("format", None), IMAGE_FORMATS)
+    if fmt:
+        body["format"] = fmt
+    callback = options.pop("callback_url", None)
+    if callback:
+        body["callback_url"] = _http_url("callback_url", callback)
+    for name in _IMAGE_REFS:
+        if options.get(name) is not None:
+            body[name] = options.pop(name)
+    if options:
+        raise LumaValidationError(
+            sorted(options)[0],
+            "is not an image option; allowed: model, aspect_ratio, format, callback_url, "
+            f"{', '.join(_IMAGE_REFS)}",
+        )
+    return _json_checked(body)
+
+
+def upscale_body(resolution: Any, *, callback_url: Any = None) -> dict[str, Any]:
+    """The body of an official upscale."""
+    body: dict[str, Any] = {
+        "generation_type": "upscale_video",
+        "resolution": _choice("resolution", resolution, RESOLUTIONS),
+    }
+    if not body["resolution"]:
+        raise LumaValidationError("resolution", f"is required; one of {', '.join(RESOLUTIONS)}")
+    if callback_url:
+        body["callback_url"] = _http_url("callback_url", callback_url)
+    return body
+
+
+def audio_body(prompt: Any, *, negative_prompt: Any = None, callback_url: Any = None) -> dict[str, Any]:
+    """The body of an official add-audio."""
+    body: dict[str, Any] = {"generation_type": "add_audio", "prompt": validate_prompt(prompt)}
+    if negative_prompt not in (None, ""):
+        body["negative_prompt"] = validate_prompt(negative_prompt, "negative_prompt")
+    if callback_url:
+        body["callback_url"] = _http_url("callback_url", callback_url)
+    return body
+
+
+def _json_checked(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise LumaValidationError(
+            "options", f"must be JSON-serializable, without NaN or Infinity ({err})"
+        ) from None
+    return body
+
+
+def _parse_page(payload: Any) -> tuple[list[LumaGeneration], bool]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("generations"), list):
+        raise LumaResponseShapeError("expected {generations: [...]} from GET /generations")
+    return parse_generations(payload["generations"]), payload.get("has_more") is True
+
+
+def _parse_credits(payload: Any) -> float:
+    balance = payload.get("credit_balance") if isinstance(payload, dict) else None
+    if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not math.isfinite(balance):
+        raise LumaResponseShapeError(f"expected {{credit_balance: number}}, got {_short(payload)}")
+    return float(balance)
+
+
+def official_probe_flow() -> Flow[tuple[bool, str]]:
+    """``GET /credits``: authenticated, free, and it tells the balance."""
+    try:
+        balance = yield from official_credits_flow()
+    except LumaAuthError as err:
+        return False, f"Bad API key (HTTP {err.status}): {err.message}"
+    except LumaTransportError as err:
+        return False, f"API unreachable: {err}"
+    except LumaAPIError as err:
+        return False, f"API answered HTTP {err.status}: {err.message}"
+    return True, f"Connection works: credit balance {balance:g} (USD cents)."
+
+
+def official_extend_body(
+    options: GenerationOptions, source_id: str, *, reverse: bool = False, end_id: str | None = None
+) -> dict[str, Any]:
+    """An official body whose keyframes continue ``source_id`` (or lead into it, ``reverse``).
+
+    With ``end_id`` it interpolates: ``source_id`` -> ``end_id``.
+    """
+    body = options.body()
+    frames = dict(body.get("keyframes") or {})
+    wanted = {"frame1" if reverse else "frame0": source_id}
+    if end_id:
+        wanted["frame1"] = end_id
+    for frame, gen_id in wanted.items():
+        if frame in frames:
+            raise LumaValidationError(
+                "image_end_url" if frame == "frame1" else "image_url",
+                f"{frame} is already the extended generation; give no image for it",
+            )
+        frames[frame] = {"type": "generation", "id": validate_generation_id(gen_id)}
+    body["keyframes"] = frames
+    return body
+
+
 @dataclass
 class BatchSupport:
     """Remembers, per hook, whether the gateway has ``POST /luma/tasks`` (None = not yet known)."""
@@ -551,13 +840,21 @@ class BatchSupport:
 
 
 def get_many_flow(
-    ids: Iterable[str], batch_size: int, support: BatchSupport, *, skip_missing: bool = False
+    ids: Iterable[str],
+    batch_size: int,
+    support: BatchSupport,
+    *,
+    skip_missing: bool = False,
+    get: Callable[[str], Flow[LumaGeneration]] | None = None,
 ) -> Flow[list[LumaGeneration]]:
     """Batch status in chunks via ``/luma/tasks``; single GETs for ids it lacks or when it is absent.
 
     :param skip_missing: leave unknown ids out of the result instead of raising
         ``LumaNotFoundError`` (the shared poller serves many triggers from one call).
+    :param get: the single-id flow (the official API has no batch route: pass a ``support``
+        that says so, and ``official_get_flow``).
     """
+    get = get or get_flow
     wanted = list(dict.fromkeys(ids))
     found: dict[str, LumaGeneration] = {}
     for start in range(0, len(wanted), batch_size):
@@ -577,7 +874,7 @@ def get_many_flow(
         for gen_id in chunk:
             if gen_id not in found:
                 try:
-                    found[gen_id] = yield from get_flow(gen_id)
+                    found[gen_id] = yield from get(gen_id)
                 except LumaNotFoundError:
                     if not skip_missing:
                         raise
@@ -623,6 +920,8 @@ def decode(
     """
     if status >= 400:
         raise error_for_status(request, status, headers, text, settings)
+    if status == 204 and request.empty_ok:  # the official API's DELETE: no body by design
+        return None
     if not text.strip():
         raise LumaTransportError(f"{request.method} {request.path}: HTTP {status} with an empty body")
     try:

@@ -18,6 +18,10 @@ DEFAULT_BATCH_SIZE = 100
 DEFAULT_DOWNLOAD_STALL_TIMEOUT = 60.0
 #: Largest API reply accepted, after decompression.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024**2
+#: ``gateway``: the API gateways' ``/luma/...`` routes; ``official``: Luma's Dream Machine API.
+API_FLAVOURS = ("gateway", "official")
+#: Where the official API lives below its host; a host URL ending so selects ``official``.
+OFFICIAL_PATH = "/dream-machine/v1"
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,14 @@ class ConnectionField:
     minimum: float | None = None
     #: The lowest value the form suggests (the code accepts down to ``minimum``).
     form_minimum: float | None = None
+    #: The only values accepted (a choice in the form).
+    choices: tuple[str, ...] = ()
 
     def widget(self) -> dict[str, Any]:
+        """The connection form's widget (``conn-fields`` entry of the provider info)."""
         schema: dict[str, Any] = {"type": [self.kind, "null"]}
+        if self.choices:
+            schema["enum"] = [*self.choices, None]
         if self.form_minimum is not None or self.minimum is not None:
             schema["minimum"] = self.form_minimum if self.form_minimum is not None else self.minimum
         if self.kind == "boolean":
@@ -107,5 +116,14 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "Allow downloads from private addresses",
         "Download videos from loopback, private or link-local hosts (refused by default; "
         "the gateway's own host is always allowed).",
+    ),
+    ConnectionField(
+        "api_flavour",
+        "string",
+        None,
+        "API flavour",
+        f"gateway (the /luma/... routes of API gateways) or official (Luma's Dream Machine API). "
+        f"Default: official when the host ends with {OFFICIAL_PATH}, else gateway.",
+        choices=API_FLAVOURS,
     ),
 )

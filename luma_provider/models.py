@@ -97,11 +97,28 @@ class LumaGeneration:
     prompt: str | None = None
     created_at: str | None = None
     estimate_wait_seconds: float | None = None
+    #: ``video`` or ``image`` (official API); None where a gateway does not say.
+    generation_type: str | None = None
+    model: str | None = None
+    #: An image generation's result (official ``assets.image`` of a ``generation_type: image``).
+    image_url: str | None = None
+    #: The in-progress preview while dreaming (official ``assets.progress_video``).
+    progress_video_url: str | None = None
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    @property
+    def is_image(self) -> bool:
+        """An image generation: complete with ``image_url`` and without a video."""
+        return self.generation_type == "image"
+
+    @property
+    def result_url(self) -> str | None:
+        """What a completed generation produced: the image, or the video."""
+        return self.image_url if self.is_image else self.video_url
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized fields only: the raw reply can be huge and never goes to XCom."""
@@ -168,6 +185,8 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
     assets = _dict(obj.get("assets"))
     request = _dict(obj.get("request"))
     sized = next((d for d in (video, video_raw, art_video, art_raw) if d.get("width")), {})
+    generation_type = _text(obj.get("generation_type"))
+    is_image = generation_type == "image"
     return LumaGeneration(
         id=str(gen_id),
         state=normalize_state(raw_state),
@@ -184,7 +203,7 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
             _dict(obj.get("thumbnail")).get("url"),
             video.get("thumbnail"),
             _dict(artifact.get("thumbnail")).get("url"),
-            assets.get("image"),
+            None if is_image else assets.get("image"),
         ),
         last_frame_url=_first_url(
             _dict(obj.get("last_frame")).get("url"),
@@ -199,6 +218,10 @@ def _parse_native(obj: dict[str, Any]) -> LumaGeneration:
         prompt=_text(obj.get("prompt")) or _text(request.get("prompt")) or _text(obj.get("user_prompt")),
         created_at=_timestamp(obj.get("created_at")),
         estimate_wait_seconds=_float(obj.get("estimate_wait_seconds")),
+        generation_type=generation_type[:40] if generation_type else None,
+        model=(_text(obj.get("model")) or "")[:80] or None,
+        image_url=_first_url(assets.get("image")) if is_image else None,
+        progress_video_url=_first_url(assets.get("progress_video")),
         raw=obj,
     )
 

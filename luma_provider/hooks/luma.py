@@ -157,72 +157,137 @@ class LumaHook(BaseHook):
         return session
 
     # ------------------------------------------------------------------ public API (sync)
-    def submit_generation(
-        self,
-        prompt: str | api.GenerationOptions,
-        *,
-        aspect_ratio: str | None = None,
-        loop: bool | None = None,
-        expand_prompt: bool | None = None,
-        image_url: str | None = None,
-        image_end_url: str | None = None,
-        model: str | None = None,
-        **extra: Any,
-    ) -> LumaGeneration:
-        """Start a generation (``POST /luma/generations``). Costs money: see ``RetryPolicy``.
+    def submit_generation(self, prompt: str | api.GenerationOptions, **options: Any) -> LumaGeneration:
+        """Start a video generation. Costs money: see ``RetryPolicy``.
 
-        :param prompt: the text prompt (sent as ``user_prompt``), or a ready ``GenerationOptions``
-            (then no other option may be given).
-        :param aspect_ratio: one of ``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``.
-        :param loop: loop the video end-to-end.
-        :param expand_prompt: let Luma enhance the prompt.
-        :param image_url: start keyframe: http(s) URL or ``data:image/...;base64,`` URI.
-        :param image_end_url: end keyframe, same forms.
-        :param model: ``ray-2`` or ``ray-1-6`` (or a gateway ``ray-vN`` name).
-        :param extra: other gateway fields passed through (``resolution``, ``duration``...).
+        Gateway flavour: ``POST /luma/generations``; official: ``POST /generations/video`` (the
+        older ``POST /generations`` where that 404s).
+
+        :param prompt: the text prompt, or a ready ``GenerationOptions`` (then no other option).
+        :param options: ``aspect_ratio`` (``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``; official also
+            ``21:9``, ``9:21``), ``loop``, ``expand_prompt`` (gateway only), ``image_url`` /
+            ``image_end_url`` (start/end keyframe: http(s) URL or ``data:image/...;base64,``),
+            ``model`` (gateway: ``ray-2``, ``ray-1-6``, ``ray-vN``; official: ``ray-2`` (default),
+            ``ray-flash-2``), ``resolution`` (``540p``, ``720p``, ``1080p``, ``4k``), ``duration``
+            (``5s``, ``9s``; ``5``/``9`` accepted), ``concepts`` and ``callback_url`` (official
+            only); any other keyword is passed through in the body.
         """
-        options = _options(
-            prompt,
-            dict(
-                aspect_ratio=aspect_ratio,
-                loop=loop,
-                expand_prompt=expand_prompt,
-                image_url=image_url,
-                image_end_url=image_end_url,
-                model=model,
-            ),
-            extra,
-        )
-        generation = self._drive(api.submit_flow(options.body()))
+        options_ = self._options(prompt, options)
+        if self.settings.official:
+            generation = self._drive(api.official_submit_flow(options_.body()))
+        else:
+            generation = self._drive(api.submit_flow(options_.body()))
         self.log.info("Luma accepted generation %s (state %s)", generation.id, generation.raw_state)
         return generation
 
     def extend_generation(
-        self, generation_id: str, prompt: str | api.GenerationOptions, **options: Any
+        self,
+        generation_id: str,
+        prompt: str | api.GenerationOptions,
+        *,
+        reverse: bool = False,
+        **options: Any,
     ) -> LumaGeneration:
         """Extend a completed generation; returns the *new* generation (poll its id).
 
         :param generation_id: id of the completed generation to extend.
-        :param prompt: prompt for the extension, or a ``GenerationOptions``; ``options`` as in
-            ``submit_generation``.
+        :param prompt: prompt for the extension, or a ``GenerationOptions``.
+        :param reverse: official flavour: lead *into* the generation (it becomes ``frame1``).
+        :param options: as in ``submit_generation``.
         """
         generation_id = api.validate_generation_id(generation_id)
-        known = {k: options.pop(k) for k in list(options) if k in api.OPTION_NAMES}
-        body = _options(prompt, known, options).body()
-        generation = self._drive(api.extend_flow(generation_id, body))
+        options_ = self._options(prompt, options)
+        if self.settings.official:
+            body = api.official_extend_body(options_, generation_id, reverse=reverse)
+            generation = self._drive(api.official_submit_flow(body))
+        elif reverse:
+            raise LumaValidationError("reverse", "is only available in the official API flavour")
+        else:
+            generation = self._drive(api.extend_flow(generation_id, options_.body()))
         self.log.info("Luma accepted extension %s of generation %s", generation.id, generation_id)
         return generation
 
+    def interpolate_generations(
+        self, start_id: str, end_id: str, prompt: str | api.GenerationOptions, **options: Any
+    ) -> LumaGeneration:
+        """A video from the end of ``start_id`` to the start of ``end_id`` (official flavour)."""
+        options_ = self._options(prompt, options)
+        self._require_official("interpolate_generations")
+        body = api.official_extend_body(options_, start_id, end_id=end_id)
+        return self._drive(api.official_submit_flow(body))
+
+    def cancel_generation(self, generation_id: str) -> None:
+        """Stop a queued or dreaming generation (official ``DELETE /generations/{id}``)."""
+        generation_id = api.validate_generation_id(generation_id)
+        self._require_official("cancel_generation", "the gateways have no cancel route")
+        self._drive(api.official_cancel_flow(generation_id))
+        self.log.info("Cancelled Luma generation %s", generation_id)
+
+    def list_generations(self, *, limit: int = 100, offset: int = 0) -> Iterator[LumaGeneration]:
+        """Every generation of the account, newest first, page by page (official flavour)."""
+        self._require_official("list_generations")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise LumaValidationError("limit", f"must be an integer from 1 to 1000, got {limit!r}")
+        while True:
+            page, more = self._drive(api.official_list_flow(limit, offset))
+            yield from page
+            if not more or not page:
+                return
+            offset += len(page)
+
+    def get_credits(self) -> float:
+        """The account's credit balance, in USD cents as the API returns it (official flavour)."""
+        self._require_official("get_credits")
+        return self._drive(api.official_credits_flow())
+
+    def submit_image_generation(
+        self, prompt: str, *, model: str | None = None, **options: Any
+    ) -> LumaGeneration:
+        """Start an image generation (official ``POST /generations/image``, photon models).
+
+        :param model: ``photon-1`` (default) or ``photon-flash-1``.
+        :param options: ``aspect_ratio``, ``format`` (``jpg``/``png``), ``image_ref``, ``style_ref``,
+            ``character_ref``, ``modify_image_ref``, ``callback_url`` as the API defines them.
+        """
+        self._require_official("submit_image_generation")
+        body = api.image_body(prompt, model=model, **options)
+        generation = self._drive(api.official_post_flow("image", "/generations/image", body))
+        self.log.info("Luma accepted image generation %s", generation.id)
+        return generation
+
+    def upscale_generation(self, generation_id: str, resolution: str, **options: Any) -> LumaGeneration:
+        """Upscale a completed video (official ``POST /generations/{id}/upscale``)."""
+        self._require_official("upscale_generation")
+        generation_id = api.validate_generation_id(generation_id)
+        body = api.upscale_body(resolution, **options)
+        path = f"/generations/{generation_id}/upscale"
+        return self._drive(api.official_post_flow("upscale", path, body))
+
+    def add_audio(
+        self, generation_id: str, prompt: str, *, negative_prompt: str | None = None, **options: Any
+    ) -> LumaGeneration:
+        """Add a sound track to a completed video (official ``POST /generations/{id}/audio``)."""
+        self._require_official("add_audio")
+        generation_id = api.validate_generation_id(generation_id)
+        body = api.audio_body(prompt, negative_prompt=negative_prompt, **options)
+        path = f"/generations/{generation_id}/audio"
+        return self._drive(api.official_post_flow("audio", path, body))
+
     def get_generation(self, generation_id: str) -> LumaGeneration:
-        """Current status of one generation (``GET /luma/generations/{id}``)."""
-        return self._drive(api.get_flow(api.validate_generation_id(generation_id)))
+        """Current status of one generation."""
+        generation_id = api.validate_generation_id(generation_id)
+        if self.settings.official:
+            return self._drive(api.official_get_flow(generation_id))
+        return self._drive(api.get_flow(generation_id))
 
     def get_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
         """Status of many generations in input order, via ``POST /luma/tasks`` in chunks."""
-        return self._drive(self._get_many(ids, self.settings.batch_size))
+        return self._drive(self._get_many(ids, self.settings))
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
+        if self.settings.official:
+            return None  # the official API has no such route: assets.video is the file
         return self._drive(api.download_url_flow(api.validate_generation_id(generation_id)))
 
     def wait_for_generations(
@@ -257,21 +322,24 @@ class LumaHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call; tells a bad key apart from an unreachable gateway."""
         try:
-            return self._drive(api.probe_flow())
+            return self._drive(api.official_probe_flow() if self.settings.official else api.probe_flow())
         except LumaError as err:
             return False, str(err)
 
     # ------------------------------------------------------------------ public API (async)
     async def aget_generation(self, generation_id: str) -> LumaGeneration:
         """Async twin of ``get_generation`` (same flow, aiohttp transport)."""
-        return await self._adrive(api.get_flow(api.validate_generation_id(generation_id)))
+        generation_id = api.validate_generation_id(generation_id)
+        settings = await self.aget_settings()
+        flow = api.official_get_flow(generation_id) if settings.official else api.get_flow(generation_id)
+        return await self._adrive(flow)
 
     async def aget_generations(
         self, ids: Iterable[str], *, skip_missing: bool = False
     ) -> list[LumaGeneration]:
         """Async twin of ``get_generations``; ``skip_missing`` leaves unknown ids out instead of raising."""
         settings = await self.aget_settings()
-        return await self._adrive(self._get_many(ids, settings.batch_size, skip_missing=skip_missing))
+        return await self._adrive(self._get_many(ids, settings, skip_missing=skip_missing))
 
     async def aclose(self) -> None:
         """Close the aiohttp session (triggers call this in ``cleanup``)."""
@@ -280,10 +348,41 @@ class LumaHook(BaseHook):
             self._aiohttp_session = None
 
     def _get_many(
-        self, ids: Iterable[str], batch_size: int, skip_missing: bool = False
+        self, ids: Iterable[str], settings: api.ConnectionSettings, skip_missing: bool = False
     ) -> api.Flow[list[LumaGeneration]]:
         ids = [api.validate_generation_id(i, "ids") for i in ids]
-        return api.get_many_flow(ids, batch_size, self._batch, skip_missing=skip_missing)
+        if settings.official:  # no batch route: one GET per id
+            return api.get_many_flow(
+                ids,
+                settings.batch_size,
+                api.BatchSupport(available=False),
+                skip_missing=skip_missing,
+                get=api.official_get_flow,
+            )
+        return api.get_many_flow(ids, settings.batch_size, self._batch, skip_missing=skip_missing)
+
+    def _options(self, prompt: str | api.GenerationOptions, options: dict[str, Any]) -> api.GenerationOptions:
+        flavour = self.settings.api_flavour
+        if isinstance(prompt, api.GenerationOptions):
+            if options:
+                raise LumaValidationError(
+                    "options",
+                    f"{', '.join(sorted(options))} given next to a GenerationOptions; set them there",
+                )
+            if prompt.flavour != flavour:
+                raise LumaValidationError(
+                    "options", f"built for the {prompt.flavour} flavour; the connection is {flavour}"
+                )
+            return prompt
+        known = {k: options.pop(k) for k in list(options) if k in api.OPTION_NAMES}
+        return api.GenerationOptions.build(prompt, flavour=flavour, **known, extra=options)
+
+    def _require_official(self, what: str, why: str = "") -> None:
+        if not self.settings.official:
+            raise LumaError(
+                f"{what} needs Luma's official API (connection extra api_flavour=official or a host ending "
+                f"in /dream-machine/v1){'; ' + why if why else ''}"
+            )
 
     # ------------------------------------------------------------------ drivers
     def _drive(self, flow: api.Flow[T]) -> T:
@@ -553,21 +652,6 @@ class LumaHook(BaseHook):
             "relabeling": behaviour["relabeling"],
             "placeholders": behaviour["placeholders"],
         }
-
-
-def _options(
-    prompt: str | api.GenerationOptions, known: dict[str, Any], extra: dict[str, Any]
-) -> api.GenerationOptions:
-    if isinstance(prompt, api.GenerationOptions):
-        given = sorted(k for k, v in known.items() if v is not None) + sorted(extra)
-        if given:
-            raise LumaValidationError(
-                "options",
-                f"{', '.join(given)} given next to a GenerationOptions; "
-                "set them in the GenerationOptions instead",
-            )
-        return prompt
-    return api.GenerationOptions.build(prompt, **known, extra=extra)
 
 
 def _mask(secret: str | None) -> None:

@@ -38,14 +38,21 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     instead of paying for a second one.
 
     :param prompt: text prompt. Templated.
-    :param aspect_ratio: ``1:1``, ``4:3``, ``3:4``, ``16:9`` or ``9:16``. Templated.
+    :param aspect_ratio: ``1:1``, ``4:3``, ``3:4``, ``16:9`` or ``9:16`` (official flavour also
+        ``21:9``, ``9:21``). Templated.
     :param loop: loop the video. Templated.
-    :param expand_prompt: let Luma enhance the prompt. Templated.
+    :param expand_prompt: let Luma enhance the prompt (gateway flavour only). Templated.
     :param image_url: start keyframe (http(s) URL or ``data:image/...;base64,``). Templated.
     :param image_end_url: end keyframe, same forms. Templated.
-    :param model: ``ray-2`` or ``ray-1-6``. Templated.
+    :param model: gateway: ``ray-2`` or ``ray-1-6``; official: ``ray-2`` (default) or ``ray-flash-2``.
+        Templated.
+    :param resolution: ``540p``, ``720p``, ``1080p`` or ``4k``. Templated.
+    :param duration: ``5s`` or ``9s`` (``5``/``9`` accepted). Templated.
+    :param concepts: camera concepts such as ``["dolly_zoom"]`` (official flavour). Templated.
+    :param callback_url: URL Luma POSTs the generation to on progress (official flavour). Templated.
     :param extend_generation_id: extend this completed generation instead of starting fresh. Templated.
-    :param extra: other gateway fields passed through (``resolution``, ``duration``...). Templated.
+    :param reverse: with ``extend_generation_id``, lead *into* that generation (official flavour).
+    :param extra: other fields passed through in the body as they are. Templated.
     :param idempotency_key: opt-in reuse across runs. A generation recorded in the ledger under
         the same key *and* the same prompt/options is reused instead of paying again, unless it
         failed. E.g. ``"{{ ds }}"``: re-running a day's batch reuses its videos, the next day
@@ -81,6 +88,10 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         "image_url",
         "image_end_url",
         "model",
+        "resolution",
+        "duration",
+        "concepts",
+        "callback_url",
         "extend_generation_id",
         "extra",
         "idempotency_key",
@@ -100,7 +111,12 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         image_url: str | None = None,
         image_end_url: str | None = None,
         model: str | None = None,
+        resolution: str | None = None,
+        duration: str | int | None = None,
+        concepts: list[str] | None = None,
+        callback_url: str | None = None,
         extend_generation_id: str | None = None,
+        reverse: bool = False,
         extra: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         ledger_path: str | None = None,
@@ -124,7 +140,12 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         self.image_url = image_url
         self.image_end_url = image_end_url
         self.model = model
+        self.resolution = resolution
+        self.duration = duration
+        self.concepts = concepts
+        self.callback_url = callback_url
         self.extend_generation_id = extend_generation_id
+        self.reverse = reverse
         self.extra = extra
         self.idempotency_key = idempotency_key
         self.ledger_path = ledger_path
@@ -145,7 +166,8 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
     def _options(self) -> api.GenerationOptions:
         """Every option checked before any HTTP call; errors name the field and allowed values."""
         options = {name: getattr(self, name) for name in api.OPTION_NAMES}
-        return api.GenerationOptions.build(self.prompt, extra=self.extra, **options)
+        flavour = self.hook.settings.api_flavour
+        return api.GenerationOptions.build(self.prompt, flavour=flavour, extra=self.extra, **options)
 
     def execute(self, context: Context) -> Any:
         options = self._options()
@@ -213,7 +235,7 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
 
     def _submit(self, options: api.GenerationOptions, source_id: str | None) -> LumaGeneration:
         if source_id:
-            generation = self.hook.extend_generation(source_id, options)
+            generation = self.hook.extend_generation(source_id, options, reverse=self.reverse)
         else:
             generation = self.hook.submit_generation(options)
         self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(options.prompt))

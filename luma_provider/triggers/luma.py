@@ -141,7 +141,8 @@ class LumaTrigger(BaseTrigger):
             known = [e for e in estimates if e is not None]
             expected_in = max(known) if known and len(known) == len(estimates) else None
             if all(g.state == LumaState.COMPLETED for g in generations):
-                if any(not g.video_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
+                # An image generation is complete without a video URL.
+                if any(not g.result_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
                     no_url_polls += 1
                     self.log.info(
                         "Completed but no video URL yet; checking again (%d/%d)",

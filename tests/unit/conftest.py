@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3  # noqa: F401 - it probes IPv6 with a bind at import: done here, before the guard
 
 TEST_DATA = Path(__file__).parent / "test_data"
 

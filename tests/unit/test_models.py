@@ -192,6 +192,8 @@ EXPECTED: dict[str, dict] = {
         prompt="A tiger walking in snow",
         created_at="2025-06-01T12:00:00.000000Z",
         failure_reason=None,
+        generation_type="video",
+        model="ray-2",
     ),
 }
 GENERATION_FIXTURES = sorted(EXPECTED)
@@ -217,6 +219,9 @@ class TestParseGeneration:
         actual = {k: v for k, v in gen.to_dict().items() if k != "playable_url"}
         expected = {k: (v.value if isinstance(v, LumaState) else v) for k, v in EXPECTED[name].items()}
         expected.setdefault("estimate_wait_seconds", None)
+        # Official-only fields: None for gateway shapes unless a fixture's EXPECTED names them.
+        for field_name in ("generation_type", "model", "image_url", "progress_video_url"):
+            expected.setdefault(field_name, None)
         assert actual == expected
         assert gen.state is EXPECTED[name]["state"]
 

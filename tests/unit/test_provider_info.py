@@ -69,6 +69,7 @@ class TestProviderInfo:
             "max_response_bytes",
             "download_stall_timeout",
             "allow_private_downloads",
+            "api_flavour",
         }
 
     def test_provider_info_is_json(self):
@@ -207,6 +208,7 @@ class TestAirflowDiscovery:
                 "max_response_bytes",
                 "download_stall_timeout",
                 "allow_private_downloads",
+                "api_flavour",
             )
         }
         timeout = widgets["extra__luma__timeout"]
