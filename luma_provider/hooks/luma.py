@@ -506,15 +506,17 @@ class LumaHook(BaseHook):
         :return: the final URI of the written file.
         """
         gen = self.resolve_generation(generation)
-        url = gen.video_url or self.get_download_url(gen.id)
+        url = gen.result_url or self.get_download_url(gen.id)
         if not url:
             raise LumaDownloadError(
                 f"Generation {gen.id} (state {gen.state.value}) has no video URL to download"
             )
+        # An image generation's result keeps its format; everything else is an MP4.
+        suffix = ".png" if urlsplit(url).path.lower().endswith(".png") else ".jpg"
         return self.download_file(
             url,
             destination,
-            default_name=f"{gen.id}.mp4",
+            default_name=f"{gen.id}{suffix if gen.is_image else '.mp4'}",
             max_bytes=max_bytes,
             storage_conn_id=storage_conn_id,
         )

@@ -312,7 +312,7 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         generation = self.hook.resolve_generation(
             item if isinstance(item, dict) else api.validate_generation_id(item, "generation_id")
         )
-        if generation.state != LumaState.COMPLETED or not generation.video_url:
+        if generation.state != LumaState.COMPLETED or not generation.result_url:
             generation = self.hook.get_generation(generation.id)  # XCom may be stale
         destination = self._destination(folder)
         kwargs = {"max_bytes": self.max_bytes} if self.max_bytes else {}
