@@ -1,4 +1,6 @@
-"""A local fake of a Luma API gateway (YEScale / new-api style ``/luma/...`` routes).
+"""A local fake of a Luma API gateway (YEScale / new-api style ``/luma/...`` routes), or, with
+``api_flavour="official"`` (CLI ``--api-flavour official``), of Luma's own Dream Machine API
+under ``/dream-machine/v1`` as the ``lumaai`` 1.21.0 SDK defines it (:mod:`.official`).
 
 Use it for offline demos and to test your own DAGs without spending credits.
 
@@ -66,6 +68,19 @@ Response shapes (switchable at runtime with ``configure``): ``shape`` =
 native-object | native-array | kling-wrapper; ``tasks_shape`` = array |
 newapi-wrapper; ``states`` = gateway | official; ``submit_status`` = 200 | 201;
 ``not_found_style`` = "404" | "task_not_exist".
+
+Official flavour
+----------------
+``LumaSandbox(api_flavour="official")`` serves, under ``/dream-machine/v1`` (``sb.api_base_url``;
+``lumaai.LumaAI(auth_token=KEY, base_url=sb.api_base_url)`` works against it): ``GET /ping``,
+``GET /credits`` (USD cents, lowered by each create), ``POST /generations/video`` (and
+``POST /generations``) -> 201, ``GET|DELETE /generations/{id}`` (DELETE -> 204),
+``GET /generations?limit=&offset=``, ``POST /generations/image``,
+``POST /generations/{id}/upscale``, ``POST /generations/{id}/audio`` and
+``GET /generations/concepts/list``. States are queued -> dreaming -> completed | failed; errors
+are ``{"detail": ...}``; bodies are validated (gateway-only fields are a 422); ``callback_url``
+gets the Generation JSON on dreaming and completed/failed (recorded in ``stats()["callbacks"]``).
+The ``/luma`` routes then answer 404, and the official ones do in the gateway flavour.
 
 Faults
 ------

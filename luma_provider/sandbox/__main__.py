@@ -1,5 +1,8 @@
 """Command line: ``python -m luma_provider.sandbox --port 8000 --api-key KEY``.
 
+``--api-flavour official`` serves Luma's own Dream Machine API under ``/dream-machine/v1``
+instead of the gateways' ``/luma/...`` routes.
+
 Serves until SIGINT/SIGTERM. ``--port 0`` picks a free port and ``--port-file``
 writes the resulting base URL to a file, so a Makefile can start the sandbox in the
 background and read where it listens.
@@ -15,7 +18,9 @@ import sys
 from pathlib import Path
 
 from luma_provider.sandbox.config import (
+    API_FLAVOURS,
     DEFAULT_API_KEY,
+    OFFICIAL_BASE_PATH,
     SHAPES,
     STATE_STYLES,
     TASKS_SHAPES,
@@ -38,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-auth", action="store_true", help="accept requests without a key (admin routes too)"
     )
+    parser.add_argument(
+        "--api-flavour",
+        choices=API_FLAVOURS,
+        default="gateway",
+        help="gateway: the /luma/... routes of API gateways; official: Luma's Dream Machine API "
+        f"under {OFFICIAL_BASE_PATH}",
+    )
+    parser.add_argument(
+        "--starting-credits",
+        type=float,
+        default=100_000.0,
+        help="official flavour: the GET /credits balance before any generation (USD cents)",
+    )
     parser.add_argument("--shape", choices=SHAPES, default="native-object")
     parser.add_argument("--tasks-shape", choices=TASKS_SHAPES, default="array")
     parser.add_argument("--states", choices=STATE_STYLES, default="gateway")
@@ -56,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     config = SandboxConfig(
         api_key=None if args.no_auth else args.api_key,
+        api_flavour=args.api_flavour,
+        starting_credits=args.starting_credits,
         shape=args.shape,
         tasks_shape=args.tasks_shape,
         states=args.states,
@@ -80,6 +100,8 @@ async def serve(args: argparse.Namespace) -> None:
     url = f"http://{args.host}:{port}"
     key = "none, auth disabled" if args.no_auth else mask_secret(args.api_key)
     print(f"Luma sandbox listening on {url} (API key: {key})", flush=True)
+    if args.api_flavour == "official":
+        print(f"Official Dream Machine API at {url}{OFFICIAL_BASE_PATH}", flush=True)
     if args.port_file:
         # Write-then-rename so a reader polling for the file never sees it half written.
         tmp = args.port_file.with_name(args.port_file.name + ".tmp")

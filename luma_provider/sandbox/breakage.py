@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import struct
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -82,12 +83,20 @@ def replace_states(data: Any) -> Any:
 
 
 async def apply_fault(
-    request: web.Request, rule: FaultRule, normal: web.Response | None
+    request: web.Request,
+    rule: FaultRule,
+    normal: web.Response | None,
+    *,
+    default_body: Callable[[int], Any] = errors.default_body_for_status,
 ) -> web.StreamResponse:
-    """Build the faulty answer; ``normal`` is the real response (``None`` if not processed)."""
+    """Build the faulty answer; ``normal`` is the real response (``None`` if not processed).
+
+    ``default_body(status)`` is the body of a ``status`` fault that gives none (the gateway's
+    envelopes by default, ``{"detail": ...}`` in the official flavour).
+    """
     kind = rule.kind
     if kind == "status":
-        body = rule.body if rule.body is not None else errors.default_body_for_status(int(rule.status or 500))
+        body = rule.body if rule.body is not None else default_body(int(rule.status or 500))
         if isinstance(body, str):
             return web.Response(text=body, status=int(rule.status or 500), headers=rule.headers)
         return json_response(body, status=int(rule.status or 500), headers=rule.headers)

@@ -18,6 +18,10 @@ NOT_FOUND_STYLES = ("404", "task_not_exist")
 SUBMIT_STATUSES = (200, 201)
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 MODEL_NAMES = ("ray-v1", "ray-v2", "ray-v3")
+#: ``gateway``: the ``/luma/...`` dialect of API gateways; ``official``: Luma's own Dream
+#: Machine API under ``/dream-machine/v1`` (see :mod:`luma_provider.sandbox.official`).
+API_FLAVOURS = ("gateway", "official")
+OFFICIAL_BASE_PATH = "/dream-machine/v1"
 
 DEFAULT_API_KEY = "sandbox-key"
 
@@ -26,8 +30,10 @@ DEFAULT_API_KEY = "sandbox-key"
 class SandboxConfig:
     """Behaviour switches of the fake gateway (see the package docstring for details)."""
 
-    #: Bearer token the ``/luma`` routes require; ``None`` disables auth entirely.
+    #: Bearer token the API routes require; ``None`` disables auth entirely.
     api_key: str | None = DEFAULT_API_KEY
+    #: Which API the sandbox speaks: gateway (``/luma/...``) | official (``/dream-machine/v1/...``).
+    api_flavour: str = "gateway"
     #: Body shape of submit/extend/GET: native-object | native-array | kling-wrapper.
     shape: str = "native-object"
     #: Body shape of ``POST /luma/tasks``: array | newapi-wrapper.
@@ -52,6 +58,8 @@ class SandboxConfig:
     time_scale: float = 1.0
     #: Override the base URL used in media links (default: the Host the request came to).
     public_base_url: str | None = None
+    #: Official flavour: the balance of ``GET /credits`` before any generation, in USD cents.
+    starting_credits: float = 100_000.0
 
     def update(self, **changes: Any) -> None:
         """Validate and apply ``changes`` atomically (nothing changes if one is invalid)."""
@@ -66,6 +74,7 @@ class SandboxConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` when a field holds an unsupported value."""
+        _check_choice("api_flavour", self.api_flavour, API_FLAVOURS)
         _check_choice("shape", self.shape, SHAPES)
         _check_choice("tasks_shape", self.tasks_shape, TASKS_SHAPES)
         _check_choice("states", self.states, STATE_STYLES)
@@ -73,7 +82,7 @@ class SandboxConfig:
         self.not_found_style = str(self.not_found_style)
         _check_choice("submit_status", int(self.submit_status), SUBMIT_STATUSES)
         self.submit_status = int(self.submit_status)
-        for name in ("queue_seconds", "process_seconds", "time_scale"):
+        for name in ("queue_seconds", "process_seconds", "time_scale", "starting_credits"):
             value = float(getattr(self, name))
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")

@@ -5,7 +5,9 @@ A rule is a JSON object::
     {"route": "submit", "kind": "status", "status": 429, "retry_after": 1,
      "times": 2, "skip": 0, "after_processing": false}
 
-* ``route`` - submit | get | extend | tasks | download_url | media | ``*`` (any of them);
+* ``route`` - submit | get | extend | tasks | download_url | media | ``*`` (any of them); the
+  official flavour's routes are submit (video create) | get | list | delete | credits | image |
+  upscale | audio | ping | concepts;
 * ``times`` - how many matching requests the rule hits before it is used up (default 1);
 * ``skip`` - let the first *k* matching requests through untouched (default 0);
 * ``after_processing`` - run the real handler first (so a submit *does* create the
@@ -31,7 +33,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ROUTES = ("submit", "get", "extend", "tasks", "download_url", "media", "*")
+ROUTES = (
+    "submit",
+    "get",
+    "extend",
+    "tasks",
+    "download_url",
+    "media",
+    # official flavour (/dream-machine/v1)
+    "list",
+    "delete",
+    "credits",
+    "image",
+    "upscale",
+    "audio",
+    "ping",
+    "concepts",
+    "*",
+)
 KINDS = (
     "status",
     "reset",

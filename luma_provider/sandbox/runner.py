@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from luma_provider.sandbox.admin import SandboxAdmin
-from luma_provider.sandbox.config import DEFAULT_API_KEY, SandboxConfig
+from luma_provider.sandbox.config import DEFAULT_API_KEY, OFFICIAL_BASE_PATH, SandboxConfig
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -115,14 +115,24 @@ class LumaSandbox:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def api_base_url(self) -> str:
+        """Where the API lives: ``url`` (gateway) or ``url + "/dream-machine/v1"`` (official),
+        e.g. ``lumaai.LumaAI(auth_token=KEY, base_url=sb.api_base_url)``."""
+        return f"{self.url}{OFFICIAL_BASE_PATH}" if self.config.api_flavour == "official" else self.url
+
+    @property
     def api_key(self) -> str | None:
         return self.config.api_key
 
     @property
     def connection_extra(self) -> dict[str, Any]:
         """Extra of the connections handed out: the sandbox's media is on a loopback host,
-        which the provider refuses to download from unless told to."""
-        return dict(CONNECTION_EXTRA)
+        which the provider refuses to download from unless told to. An official-flavour sandbox
+        also says ``api_flavour: official`` (the provider then adds ``/dream-machine/v1``)."""
+        extra = dict(CONNECTION_EXTRA)
+        if self.config.api_flavour == "official":
+            extra["api_flavour"] = "official"
+        return extra
 
     @property
     def connection_json(self) -> str:

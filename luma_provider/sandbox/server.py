@@ -1,4 +1,6 @@
-"""aiohttp application: the ``/luma`` gateway routes, the fake CDN and the admin routes.
+"""aiohttp application: the ``/luma`` gateway routes, the official ``/dream-machine/v1`` routes
+(see :mod:`.official`; ``api_flavour`` picks which of the two answers), the fake CDN and the
+admin routes.
 
 Request flow (one middleware, so every route behaves the same):
 
@@ -17,14 +19,17 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from luma_provider.sandbox import errors, media
+from luma_provider.sandbox import errors, media, official
 from luma_provider.sandbox.breakage import apply_fault, json_response
-from luma_provider.sandbox.config import ASPECT_RATIOS, MODEL_NAMES, SandboxConfig
+from luma_provider.sandbox.config import ASPECT_RATIOS, MODEL_NAMES, OFFICIAL_BASE_PATH, SandboxConfig
 from luma_provider.sandbox.faults import FaultRule, FaultSet
 from luma_provider.sandbox.state import (
     COMPLETED,
+    PENDING,
+    PROCESSING,
     Generation,
     GenerationStore,
     render_kling,
@@ -36,7 +41,7 @@ from luma_provider.sandbox.stats import Stats
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Routes that create generations; a fault hitting them *before* processing must not.
-MUTATING_ROUTES = ("submit", "extend")
+MUTATING_ROUTES = ("submit", "extend", "image", "upscale", "audio")
 PREFIXES = ("", "/pro", "/vip")
 
 
@@ -48,16 +53,52 @@ class SandboxState:
         self.store = GenerationStore()
         self.faults = FaultSet()
         self.stats = Stats()
+        #: Official flavour: USD cents spent since the start (or the last reset).
+        self.credits_spent = 0.0
+        #: Official flavour: the pending callback deliveries, by generation id.
+        self.callback_tasks: dict[str, asyncio.Task[None]] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def official(self) -> bool:
+        return self.config.api_flavour == "official"
+
+    @property
+    def credit_balance(self) -> float:
+        return round(self.config.starting_credits - self.credits_spent, 4)
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The client that delivers callbacks (created on the server loop when first needed)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def cancel_callbacks(self) -> None:
+        for task in list(self.callback_tasks.values()):
+            task.cancel()
+        self.callback_tasks.clear()
+
+    async def close(self) -> None:
+        """Stop callback deliveries and close their client (the app's cleanup)."""
+        tasks = list(self.callback_tasks.values())
+        self.cancel_callbacks()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def reset(self) -> None:
-        """Forget generations, stats and faults (the config is kept)."""
+        """Forget generations, stats, faults, callbacks and spent credits (the config is kept)."""
+        self.cancel_callbacks()
         self.store.clear()
         self.faults.clear()
         self.stats.reset()
+        self.credits_spent = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         data = self.stats.snapshot()
         data["generations"] = len(self.store)
+        data["credit_balance"] = self.credit_balance
         data["faults"] = self.faults.as_list()
         data["config"] = self.config.as_dict()
         return data
@@ -69,11 +110,15 @@ FAULT_KEY: Any = (
     web.RequestKey("luma_sandbox_fault", object) if hasattr(web, "RequestKey") else "luma_sandbox_fault"
 )
 _ROUTE_NAMES: dict[Handler, str] = {}
+#: Handlers of each API flavour; in the other flavour their paths answer "no such route".
+_FLAVOUR_OF: dict[Handler, str] = {}
 
 
-def _named(name: str) -> Callable[[Handler], Handler]:
+def _named(name: str, flavour: str | None = "gateway") -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         _ROUTE_NAMES[handler] = name
+        if flavour is not None:
+            _FLAVOUR_OF[handler] = flavour
         return handler
 
     return register
@@ -214,20 +259,165 @@ async def download_url(request: web.Request) -> web.Response:
     return json_response({"url": f"{_base_url(request)}/media/{gen.id}.mp4?raw=1"})
 
 
+# --------------------------------------------------------------------------- official routes
+# Luma's Dream Machine API under /dream-machine/v1 (api_flavour="official"), see .official.
+
+
+async def _official_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise official.OfficialError(422, "body: the request body is not valid JSON") from None
+
+
+def _official_generation(gen: Generation, status: int = 200, *, state: str | None = None) -> web.Response:
+    return json_response(official.render(gen, state=state), status)
+
+
+def _official_lookup(sb: SandboxState, gen_id: str) -> Generation:
+    gen = sb.store.get(gen_id)
+    if gen is None or not gen.official:
+        raise official.OfficialError(404, f"Generation {gen_id} not found")
+    return gen
+
+
+async def _official_create(request: web.Request, kind: str) -> web.Response:
+    """Video, image, upscale and audio creates: validate, charge, store, schedule callbacks."""
+    sb = _sb(request)
+    try:
+        body = await _official_json(request)
+        source: Generation | None = None
+        if kind == "video":
+            req = official.validate_video(body, sb.store)
+        elif kind == "image":
+            req = official.validate_image(body)
+        else:
+            req = official.validate_upscale(body) if kind == "upscale" else official.validate_audio(body)
+            source = official.source_video(sb.store, request.match_info["gen_id"], "id")
+        price = official.cost(req, source)
+        if sb.config.quota_exhausted or price > sb.credit_balance:
+            raise official.OfficialError(
+                400,
+                f"Insufficient credits: this generation costs {price:g} cents, the balance is "
+                f"{sb.credit_balance:g}",
+            )
+    except official.OfficialError as err:
+        return err.response()
+    model = source.model if source is not None else req["model"]
+    gen = official.new_generation(
+        sb.store,
+        sb.config,
+        req,
+        kind="image" if kind == "image" else "video",
+        model=model,
+        prompt=str(req.get("prompt") or ""),
+        base_url=_base_url(request),
+    )
+    sb.credits_spent += price
+    sb.stats.submissions += 1
+    official.schedule_callbacks(sb, gen)
+    if req.get("sync"):  # image create in synchronous mode: answer once it is done
+        remaining = gen.phase()[1]
+        await asyncio.sleep(min(remaining, float(req.get("sync_timeout") or 60.0)))
+        return _official_generation(gen, 201)
+    return _official_generation(gen, 201, state=PENDING)  # a create always answers "queued"
+
+
+@_named("submit", "official")
+async def official_video(request: web.Request) -> web.Response:
+    return await _official_create(request, "video")
+
+
+@_named("image", "official")
+async def official_image(request: web.Request) -> web.Response:
+    return await _official_create(request, "image")
+
+
+@_named("upscale", "official")
+async def official_upscale(request: web.Request) -> web.Response:
+    return await _official_create(request, "upscale")
+
+
+@_named("audio", "official")
+async def official_audio(request: web.Request) -> web.Response:
+    return await _official_create(request, "audio")
+
+
+@_named("get", "official")
+async def official_get(request: web.Request) -> web.Response:
+    try:
+        return _official_generation(_official_lookup(_sb(request), request.match_info["gen_id"]))
+    except official.OfficialError as err:
+        return err.response()
+
+
+@_named("delete", "official")
+async def official_delete(request: web.Request) -> web.Response:
+    sb = _sb(request)
+    try:
+        gen = _official_lookup(sb, request.match_info["gen_id"])
+    except official.OfficialError as err:
+        return err.response()
+    sb.store.delete(gen.id)
+    task = sb.callback_tasks.pop(gen.id, None)
+    if task is not None:
+        task.cancel()
+    return web.Response(status=204)
+
+
+@_named("list", "official")
+async def official_list(request: web.Request) -> web.Response:
+    try:
+        limit, offset = official.parse_page_params(request)
+    except official.OfficialError as err:
+        return err.response()
+    gens = sorted((g for g in _sb(request).store.generations.values() if g.official), key=lambda g: -g.seq)
+    page = gens[offset : offset + limit]
+    return json_response(
+        {
+            "generations": [official.render(gen) for gen in page],
+            "count": len(page),
+            "has_more": offset + len(page) < len(gens),
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@_named("credits", "official")
+async def official_credits(request: web.Request) -> web.Response:
+    return json_response({"credit_balance": _sb(request).credit_balance})
+
+
+@_named("ping", "official")
+async def official_ping(request: web.Request) -> web.Response:
+    return json_response({"message": "pong"})
+
+
+@_named("concepts", "official")
+async def official_concepts(request: web.Request) -> web.Response:
+    return json_response(list(official.CONCEPTS))
+
+
 # --------------------------------------------------------------------------- fake CDN
 
 
-@_named("media")
+@_named("media", flavour=None)
 async def media_file(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     for suffix, reader, content_type in (
         ("_last_frame.jpg", media.last_frame_bytes, "image/jpeg"),
         (".jpg", media.thumbnail_bytes, "image/jpeg"),
+        ("_progress.mp4", media.video_bytes, "video/mp4"),  # official assets.progress_video
         (".mp4", media.video_bytes, "video/mp4"),
     ):
         if name.endswith(suffix):
             gen = _sb(request).store.get(name[: -len(suffix)])
-            if gen is None or gen.state != COMPLETED:
+            ready = (PROCESSING, COMPLETED) if suffix == "_progress.mp4" else (COMPLETED,)
+            if gen is None or gen.state not in ready or (gen.kind == "image" and suffix != ".jpg"):
                 break
             headers = {"Cache-Control": "public, max-age=3600"}
             if request.query.get("raw"):
@@ -236,7 +426,7 @@ async def media_file(request: web.Request) -> web.Response:
     return web.Response(status=404, text="Not Found")
 
 
-@_named("media")
+@_named("media", flavour=None)
 async def media_blob(request: web.Request) -> web.StreamResponse:
     """``N`` bytes of generated data, streamed in chunks (download benchmarks up to GiBs)."""
     try:
@@ -353,6 +543,9 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _admin_rejection(request, _sb(request)) or await handler(request)
     route = _ROUTE_NAMES.get(route_handler, "unmatched") if route_handler else "unmatched"
     sb = _sb(request)
+    flavour = _FLAVOUR_OF.get(route_handler) if route_handler else None
+    if flavour is not None and flavour != sb.config.api_flavour:
+        route = "unmatched"  # the other flavour's routes do not exist on this API
     rule = sb.faults.take(route) if route != "unmatched" else None
     request[FAULT_KEY] = rule
     auth_ok: bool | None = None
@@ -372,12 +565,16 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
                 await request.read()  # take the whole request first, like a slow gateway that got it
                 await asyncio.sleep(rule.seconds)
             resp, auth_ok = await _process(request, handler, route, sb)
+        elif route in MUTATING_ROUTES and sb.official:
+            phantom = official.ghost(sb.config, _base_url(request))
+            resp = _official_generation(phantom, 201, state=PENDING)
         elif route in MUTATING_ROUTES:
             # A believable body for body-breaking faults, from a job that is never stored.
             ghost = GenerationStore().create({"user_prompt": "ghost"}, sb.config)
             resp = _generation_response(request, ghost, fresh=True, status=sb.config.submit_status)
         if rule is not None and isinstance(resp, web.Response | None):
-            resp = await apply_fault(request, rule, resp)
+            default_body = official.error_body_for_status if sb.official else errors.default_body_for_status
+            resp = await apply_fault(request, rule, resp, default_body=default_body)
         assert resp is not None
         status = "reset" if rule is not None and rule.kind == "reset" else resp.status
         return resp
@@ -395,12 +592,17 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def _process(
     request: web.Request, handler: Handler, route: str, sb: SandboxState
 ) -> tuple[web.StreamResponse, bool | None]:
-    """Auth check (not for the CDN) then the real handler; unknown paths get new-api's 404."""
+    """Auth check (not for the CDN) then the real handler; unknown paths get new-api's 404
+    (the official API's ``{"detail": "Not Found"}`` in the official flavour)."""
     if route == "unmatched":
+        if sb.official:
+            return official.detail_response("Not Found", 404), None
         return _invalid_url(request), None
     if route == "media":
         return await handler(request), None
     if not _auth_ok(request, sb.config.api_key):
+        if sb.official:
+            return official.detail_response(official.INVALID_KEY, 401), False
         return json_response(errors.unauthorized(), 401), False
     return await handler(request), True
 
@@ -420,6 +622,18 @@ def create_app(config: SandboxConfig | None = None, state: SandboxState | None =
         app.router.add_post(f"{base}/generations/{{task_id}}/extend", extend)
         app.router.add_get(f"{base}/generations/{{task_id}}/download_video_url", download_url)
         app.router.add_post(f"{base}/tasks", tasks)
+    v1 = OFFICIAL_BASE_PATH
+    app.router.add_get(f"{v1}/ping", official_ping)
+    app.router.add_get(f"{v1}/credits", official_credits)
+    app.router.add_post(f"{v1}/generations/video", official_video)
+    app.router.add_post(f"{v1}/generations", official_video)  # the older create route (OpenAPI v1.1.0)
+    app.router.add_post(f"{v1}/generations/image", official_image)
+    app.router.add_get(f"{v1}/generations", official_list)
+    app.router.add_get(f"{v1}/generations/concepts/list", official_concepts)
+    app.router.add_get(f"{v1}/generations/{{gen_id}}", official_get)
+    app.router.add_delete(f"{v1}/generations/{{gen_id}}", official_delete)
+    app.router.add_post(f"{v1}/generations/{{gen_id}}/upscale", official_upscale)
+    app.router.add_post(f"{v1}/generations/{{gen_id}}/audio", official_audio)
     app.router.add_get("/media/blob", media_blob)
     app.router.add_get("/media/{name}", media_file)
     app.router.add_get("/_sandbox/health", admin_health)
@@ -430,4 +644,9 @@ def create_app(config: SandboxConfig | None = None, state: SandboxState | None =
     app.router.add_post("/_sandbox/faults", admin_add_faults)
     app.router.add_delete("/_sandbox/faults", admin_clear_faults)
     app.router.add_post("/_sandbox/reset", admin_reset)
+    app.on_cleanup.append(_close_state)
     return app
+
+
+async def _close_state(app: web.Application) -> None:
+    await app[STATE_KEY].close()

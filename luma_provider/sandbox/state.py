@@ -53,6 +53,13 @@ class Generation:
     no_url_once: bool = False
     completed_polls: int = 0
     extend_of: str | None = None
+    #: Official flavour only (see :mod:`.official`): ``video`` | ``image``, the model, the
+    #: callback URL, the base URL of media links (for callbacks, which have no request).
+    kind: str = "video"
+    model: str | None = None
+    official: bool = False
+    callback_url: str | None = None
+    base_url: str = ""
 
     def phase(self, now: float | None = None) -> tuple[str, float]:
         """Current base state and the seconds left until the job is terminal."""
@@ -78,9 +85,7 @@ class GenerationStore:
 
     def create(self, body: dict[str, Any], config: SandboxConfig, extend_of: str | None = None) -> Generation:
         prompt = str(body.get("user_prompt", ""))
-        slow = 5.0 if "#slow" in prompt.lower() else 1.0
-        scale = config.time_scale * slow
-        fail = _FAIL_RE.search(prompt)
+        queue_s, process_s, failure_reason = directives(prompt, config)
         request = {
             "prompt": prompt,
             "aspect_ratio": body.get("aspect_ratio") or "16:9",
@@ -105,9 +110,9 @@ class GenerationStore:
             request=request,
             created_wall=time.time(),
             created_mono=time.monotonic(),
-            queue_s=config.queue_seconds * scale,
-            process_s=config.process_seconds * scale,
-            failure_reason=((fail.group(1) or "").strip() or DEFAULT_FAILURE) if fail else None,
+            queue_s=queue_s,
+            process_s=process_s,
+            failure_reason=failure_reason,
             unknown_state="#unknown" in prompt.lower(),
             no_url_once="#nourl" in prompt.lower(),
             extend_of=extend_of,
@@ -118,12 +123,31 @@ class GenerationStore:
     def get(self, gen_id: str) -> Generation | None:
         return self.generations.get(gen_id)
 
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def add(self, gen: Generation) -> Generation:
+        self.generations[gen.id] = gen
+        return gen
+
+    def delete(self, gen_id: str) -> Generation | None:
+        return self.generations.pop(gen_id, None)
+
     def clear(self) -> None:
         self.generations.clear()
         self._seq = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self.generations)
+
+
+def directives(prompt: str, config: SandboxConfig) -> tuple[float, float, str | None]:
+    """Queue and processing seconds and the failure reason a prompt's directives ask for."""
+    slow = 5.0 if "#slow" in prompt.lower() else 1.0
+    scale = config.time_scale * slow
+    fail = _FAIL_RE.search(prompt)
+    reason = ((fail.group(1) or "").strip() or DEFAULT_FAILURE) if fail else None
+    return config.queue_seconds * scale, config.process_seconds * scale, reason
 
 
 def iso(ts: float, *, micro: bool = True) -> str:

@@ -27,6 +27,9 @@ class Stats:
         self.by_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_LIMIT)
+        #: Official flavour: every ``callback_url`` POST attempt (the last RECENT_LIMIT of them).
+        self.callback_attempts = 0
+        self.callbacks: deque[dict[str, Any]] = deque(maxlen=RECENT_LIMIT)
 
     def record(
         self,
@@ -56,6 +59,30 @@ class Stats:
             }
         )
 
+    def record_callback(
+        self,
+        *,
+        url: str,
+        generation_id: str,
+        state: str,
+        attempt: int,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        """Count one callback POST; ``status`` is None when it got no HTTP answer (``error`` says why)."""
+        self.callback_attempts += 1
+        self.callbacks.append(
+            {
+                "time": round(time.time(), 3),
+                "url": url,  # without its query string, like ``path`` above
+                "generation_id": generation_id,
+                "state": state,
+                "attempt": attempt,
+                "status": status,
+                "error": error,
+            }
+        )
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "requests": self.total,
@@ -64,4 +91,6 @@ class Stats:
             "by_status": dict(self.by_status),
             "faults_applied": dict(self.faults),
             "recent": list(self.recent),
+            "callback_attempts": self.callback_attempts,
+            "callbacks": list(self.callbacks),
         }

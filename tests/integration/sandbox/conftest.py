@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -68,3 +71,69 @@ def wait_for() -> Callable[..., Any]:
             time.sleep(0.05)
 
     return call
+
+
+# --------------------------------------------------------------------------- official flavour
+
+
+@pytest.fixture
+def official_sb() -> Iterator[LumaSandbox]:
+    """An official-flavour sandbox: queued 0.1 s, dreaming 0.3 s."""
+    with LumaSandbox(
+        port=0, api_key=KEY, api_flavour="official", queue_seconds=0.1, process_seconds=0.3
+    ) as sandbox:
+        yield sandbox
+
+
+class CallbackReceiver:
+    """A tiny real HTTP server that records the POSTs it gets and answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.posts: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.posts.append(
+                        {
+                            "path": self.path,
+                            "content_type": self.headers.get("Content-Type"),
+                            "body": json.loads(raw),
+                            "time": time.monotonic(),
+                        }
+                    )
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # keep the test output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [post["body"] for post in self.posts]
+
+
+@pytest.fixture
+def callback_receiver() -> Iterator[Callable[..., CallbackReceiver]]:
+    """``callback_receiver(status=200)``: start a receiver; all are shut down after the test."""
+    started: list[CallbackReceiver] = []
+
+    def start(status: int = 200) -> CallbackReceiver:
+        receiver = CallbackReceiver(status)
+        receiver.thread.start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.server.shutdown()
+        receiver.server.server_close()
