@@ -1,9 +1,10 @@
-"""Operators: submit a Luma generation (or extend one), download videos."""
+"""Operators: submit a Luma generation (video, extend, image, upscale, audio), download results."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,7 +31,172 @@ AMBIGUOUS_SUBMIT_CHOICES = ("fail", "retry")
 PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
 
 
-class LumaGenerateOperator(LumaHookMixin, BaseOperator):
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A validated request, ready to submit.
+
+    :param body: what is sent; with ``source_id`` it is the request digest of the idempotency key.
+    :param source_id: the generation this request builds on (extend, upscale, audio), if any.
+    :param payload: the operator's own validated input (e.g. ``GenerationOptions``).
+    """
+
+    body: Mapping[str, Any]
+    source_id: str | None = None
+    payload: Any = None
+
+
+class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
+    """Submit one paid Luma generation once, then optionally wait for it.
+
+    Everything but the request itself lives here: the never-pay-twice bookkeeping
+    (``GenerationReuse``: task state store first, then the ledger under ``idempotency_key``
+    + the request digest), ``ambiguous_submit``, the XComs and links, and the wait (deferred
+    to ``LumaTrigger`` or polled on the worker). A subclass only says how to turn its
+    parameters into a ``SubmitRequest`` (``_request``, before any HTTP call) and how to submit
+    it (``_submit``).
+
+    :param idempotency_key: opt-in reuse across runs: a generation recorded in the ledger under
+        the same key *and* the same request is reused instead of paying again, unless it failed.
+        Templated.
+    :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``). Templated.
+    :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
+    :param claim_wait: seconds to wait for another run's claim on the same idempotency key.
+    :param ambiguous_submit: ``"fail"`` (default) or ``"retry"`` when a submit's outcome is unknown.
+    :param luma_conn_id: Airflow connection id of type ``luma``.
+    :param wait_for_completion: wait for the generation and return it completed.
+    :param deferrable: when waiting, wait in the triggerer (True by default).
+    :param poll_interval: seconds between status checks while waiting (at least 0.1).
+    :param timeout: seconds to wait for completion before failing.
+    """
+
+    template_fields: Sequence[str] = ("idempotency_key", "ledger_path")
+    operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
+    #: The operator needs Luma's official API (checked before any HTTP call).
+    official_only: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        ledger_path: str | None = None,
+        ledger_conn_id: str | None = None,
+        claim_wait: float = DEFAULT_CLAIM_WAIT,
+        ambiguous_submit: str = "fail",
+        luma_conn_id: str = api.DEFAULT_CONN_ID,
+        wait_for_completion: bool = False,
+        deferrable: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float = 60 * 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.idempotency_key = idempotency_key
+        self.ledger_path = ledger_path
+        self.ledger_conn_id = ledger_conn_id
+        self.claim_wait = api.validate_seconds(claim_wait, "claim_wait", minimum=0.0)
+        if ambiguous_submit not in AMBIGUOUS_SUBMIT_CHOICES:
+            raise LumaValidationError(
+                "ambiguous_submit",
+                f"{ambiguous_submit!r} is not one of {', '.join(AMBIGUOUS_SUBMIT_CHOICES)}",
+            )
+        self.ambiguous_submit = ambiguous_submit
+        self.luma_conn_id = luma_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = api.validate_seconds(poll_interval, "poll_interval")
+        self.timeout = api.validate_seconds(timeout, "timeout")
+
+    # ------------------------------------------------------------------ what a subclass says
+    def _request(self) -> SubmitRequest:
+        """Validate the parameters into a request; raises ``LumaValidationError`` before any HTTP."""
+        raise NotImplementedError
+
+    def _submit(self, request: SubmitRequest) -> LumaGeneration:
+        """Send the request (once: the bookkeeping around it is done by the caller)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared flow
+    def execute(self, context: Context) -> Any:
+        if self.official_only and not self.hook.settings.official:
+            raise LumaValidationError(
+                "luma_conn_id",
+                f"{type(self).__name__} needs Luma's official API; connection {self.luma_conn_id!r} "
+                f"is {self.hook.settings.api_flavour} (set its extra api_flavour=official)",
+            )
+        request = self._request()
+        generation = self._submit_once(context, request)
+        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
+        push_video_link(context, generation)
+        if not self.wait_for_completion:
+            return generation.id
+        if generation.state == LumaState.COMPLETED:
+            return generation.to_dict()
+        if self.deferrable:
+            from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
+
+            self.defer(
+                trigger=LumaTrigger(
+                    generation_ids=[generation.id],
+                    luma_conn_id=self.luma_conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=time.time() + self.timeout,
+                ),
+                method_name="execute_complete",
+                # The trigger owns the deadline so execute_complete still runs and says why.
+                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
+            )
+        (done,) = self.hook.wait_for_generations(
+            [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
+        )
+        return self._finish(done, context)
+
+    @cached_property
+    def ledger(self) -> GenerationLedger:
+        return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
+
+    def _submit_once(self, context: Context, request: SubmitRequest) -> LumaGeneration:
+        ti = context["ti"]
+        reuse = GenerationReuse(
+            self.hook,
+            store=context.get("task_state_store"),
+            ledger=self.ledger,
+            claim_wait=self.claim_wait,
+            # The key scopes reuse; the request itself is always part of the entry, so one key
+            # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
+            key=f"{self.idempotency_key}:{key_for_request(request.body, request.source_id)}"
+            if self.idempotency_key
+            else None,
+            owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}",
+            logger=self.log,
+        )
+        try:
+            return reuse.submit_once(lambda: self._submit(request))
+        except LumaAmbiguousSubmitError as err:
+            if self.ambiguous_submit == "retry":
+                raise LumaError(
+                    f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
+                    "and the video may be paid twice]"
+                ) from err
+            raise
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        from luma_provider.triggers.luma import generations_from_event
+
+        recorded = context["ti"].xcom_pull(
+            task_ids=self.task_id, key=XCOM_GENERATION, map_indexes=context["ti"].map_index
+        )
+        ids = [recorded["id"]] if recorded else list((event or {}).get("generation_ids") or [])
+        (done,) = generations_from_event(self.hook, ids, event)
+        return self._finish(done, context)
+
+    def _finish(self, generation: LumaGeneration, context: Context) -> dict[str, Any]:
+        self.log.info("Generation %s completed: %s", generation.id, generation.result_url)
+        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
+        push_video_link(context, generation)
+        return generation.to_dict()
+
+
+class LumaGenerateOperator(_LumaSubmitOperator):
     """Submit a Luma video generation (or extend one) and optionally wait for it.
 
     The submit happens here on the worker, never in a trigger, and the returned id is written
@@ -98,7 +264,6 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         "ledger_path",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"extra": "json", "prompt": "md"}
-    operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
     ui_color = "#e3d7fb"
 
     def __init__(
@@ -132,7 +297,20 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         map_index_template: str | None = PROMPT_LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(map_index_template=map_index_template, **kwargs)
+        super().__init__(
+            idempotency_key=idempotency_key,
+            ledger_path=ledger_path,
+            ledger_conn_id=ledger_conn_id,
+            claim_wait=claim_wait,
+            ambiguous_submit=ambiguous_submit,
+            luma_conn_id=luma_conn_id,
+            wait_for_completion=wait_for_completion,
+            deferrable=deferrable,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            map_index_template=map_index_template,
+            **kwargs,
+        )
         self.prompt = prompt
         self.aspect_ratio = aspect_ratio
         self.loop = loop
@@ -147,21 +325,6 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         self.extend_generation_id = extend_generation_id
         self.reverse = reverse
         self.extra = extra
-        self.idempotency_key = idempotency_key
-        self.ledger_path = ledger_path
-        self.ledger_conn_id = ledger_conn_id
-        self.claim_wait = api.validate_seconds(claim_wait, "claim_wait", minimum=0.0)
-        if ambiguous_submit not in AMBIGUOUS_SUBMIT_CHOICES:
-            raise LumaValidationError(
-                "ambiguous_submit",
-                f"{ambiguous_submit!r} is not one of {', '.join(AMBIGUOUS_SUBMIT_CHOICES)}",
-            )
-        self.ambiguous_submit = ambiguous_submit
-        self.luma_conn_id = luma_conn_id
-        self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
-        self.poll_interval = api.validate_seconds(poll_interval, "poll_interval")
-        self.timeout = api.validate_seconds(timeout, "timeout")
 
     def _options(self) -> api.GenerationOptions:
         """Every option checked before any HTTP call; errors name the field and allowed values."""
@@ -169,93 +332,267 @@ class LumaGenerateOperator(LumaHookMixin, BaseOperator):
         flavour = self.hook.settings.api_flavour
         return api.GenerationOptions.build(self.prompt, flavour=flavour, extra=self.extra, **options)
 
-    def execute(self, context: Context) -> Any:
+    def _request(self) -> SubmitRequest:
         options = self._options()
         source_id = (
             api.validate_generation_id(self.extend_generation_id, "extend_generation_id")
             if self.extend_generation_id
             else None
         )
-        generation = self._submit_once(context, options, source_id)
-        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
-        push_video_link(context, generation)
-        if not self.wait_for_completion:
-            return generation.id
-        if generation.state == LumaState.COMPLETED:
-            return generation.to_dict()
-        if self.deferrable:
-            from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
+        return SubmitRequest(options.body(), source_id, options)
 
-            self.defer(
-                trigger=LumaTrigger(
-                    generation_ids=[generation.id],
-                    luma_conn_id=self.luma_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout,
-                ),
-                method_name="execute_complete",
-                # The trigger owns the deadline so execute_complete still runs and says why.
-                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
-            )
-        (done,) = self.hook.wait_for_generations(
-            [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
-        )
-        return self._finish(done, context)
-
-    @cached_property
-    def ledger(self) -> GenerationLedger:
-        return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
-
-    def _submit_once(
-        self, context: Context, options: api.GenerationOptions, source_id: str | None
-    ) -> LumaGeneration:
-        ti = context["ti"]
-        reuse = GenerationReuse(
-            self.hook,
-            store=context.get("task_state_store"),
-            ledger=self.ledger,
-            claim_wait=self.claim_wait,
-            # The key scopes reuse; the request itself is always part of the entry, so one key
-            # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
-            key=f"{self.idempotency_key}:{key_for_request(options.body(), source_id)}"
-            if self.idempotency_key
-            else None,
-            owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}",
-            logger=self.log,
-        )
-        try:
-            return reuse.submit_once(lambda: self._submit(options, source_id))
-        except LumaAmbiguousSubmitError as err:
-            if self.ambiguous_submit == "retry":
-                raise LumaError(
-                    f"{err} [ambiguous_submit='retry': the task's retries will submit again, "
-                    "and the video may be paid twice]"
-                ) from err
-            raise
-
-    def _submit(self, options: api.GenerationOptions, source_id: str | None) -> LumaGeneration:
-        if source_id:
-            generation = self.hook.extend_generation(source_id, options, reverse=self.reverse)
+    def _submit(self, request: SubmitRequest) -> LumaGeneration:
+        options: api.GenerationOptions = request.payload
+        if request.source_id:
+            generation = self.hook.extend_generation(request.source_id, options, reverse=self.reverse)
         else:
             generation = self.hook.submit_generation(options)
         self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(options.prompt))
         return generation
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from luma_provider.triggers.luma import generations_from_event
 
-        recorded = context["ti"].xcom_pull(
-            task_ids=self.task_id, key=XCOM_GENERATION, map_indexes=context["ti"].map_index
+class LumaGenerateImageOperator(_LumaSubmitOperator):
+    """Generate an image with Luma's photon models (official API) and optionally wait for it.
+
+    Pays once like ``LumaGenerateOperator``: a retry reuses the image an earlier try submitted.
+    The completed generation's ``image_url`` (in XCom with ``wait_for_completion``) can be the
+    keyframe ``image_url`` of a ``LumaGenerateOperator``; ``LumaDownloadVideoOperator`` downloads it.
+
+    :param prompt: text prompt. Templated.
+    :param model: ``photon-1`` (default) or ``photon-flash-1``. Templated.
+    :param aspect_ratio: ``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``, ``21:9`` or ``9:21``. Templated.
+    :param format: ``jpg`` or ``png``. Templated.
+    :param image_ref: up to 4 ``{"url": ..., "weight": 0..1}`` images to guide the content. Templated.
+    :param style_ref: ``{"url": ..., "weight": 0..1}`` images whose style to follow. Templated.
+    :param character_ref: ``{"identity0": {"images": [url, ...]}}``: keep a character consistent.
+        Templated.
+    :param modify_image_ref: ``{"url": ..., "weight": 0..1}``: the image to modify. Templated.
+    :param callback_url: URL Luma POSTs the generation to on progress. Templated.
+    :param idempotency_key: opt-in reuse across runs (see ``LumaGenerateOperator``). Templated.
+    :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``). Templated.
+    :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
+    :param claim_wait: seconds to wait for another run's claim on the same idempotency key.
+    :param ambiguous_submit: ``"fail"`` (default) or ``"retry"`` when a submit's outcome is unknown.
+    :param luma_conn_id: Airflow connection id of type ``luma`` (official flavour).
+    :param wait_for_completion: wait for the image and return it completed.
+    :param deferrable: when waiting, wait in the triggerer (True by default).
+    :param poll_interval: seconds between status checks while waiting (at least 0.1).
+    :param timeout: seconds to wait for completion before failing.
+    :return: the generation id, or the completed generation dict with ``wait_for_completion``.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "model",
+        "aspect_ratio",
+        "format",
+        "image_ref",
+        "style_ref",
+        "character_ref",
+        "modify_image_ref",
+        "callback_url",
+        "idempotency_key",
+        "ledger_path",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "md",
+        "image_ref": "json",
+        "style_ref": "json",
+        "character_ref": "json",
+        "modify_image_ref": "json",
+    }
+    ui_color = "#fbe7d7"
+    official_only = True
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        format: str | None = None,
+        image_ref: list[dict[str, Any]] | None = None,
+        style_ref: list[dict[str, Any]] | None = None,
+        character_ref: dict[str, Any] | None = None,
+        modify_image_ref: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        map_index_template: str | None = PROMPT_LABEL_TEMPLATE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(map_index_template=map_index_template, **kwargs)
+        self.prompt = prompt
+        self.model = model
+        self.aspect_ratio = aspect_ratio
+        self.format = format
+        self.image_ref = image_ref
+        self.style_ref = style_ref
+        self.character_ref = character_ref
+        self.modify_image_ref = modify_image_ref
+        self.callback_url = callback_url
+
+    def _image_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "aspect_ratio": self.aspect_ratio or None,
+            "format": self.format or None,
+            "callback_url": self.callback_url or None,
+        }
+        for name in ("image_ref", "style_ref"):
+            value = getattr(self, name)
+            if value not in (None, [], ""):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise LumaValidationError(name, "must be a list of {url, weight} objects")
+                options[name] = [_image_ref(item, f"{name}[{i}]") for i, item in enumerate(value)]
+        if self.modify_image_ref not in (None, {}, ""):
+            options["modify_image_ref"] = _image_ref(self.modify_image_ref, "modify_image_ref")
+        if self.character_ref not in (None, {}, ""):
+            options["character_ref"] = _character_ref(self.character_ref)
+        return {k: v for k, v in options.items() if v is not None}
+
+    def _request(self) -> SubmitRequest:
+        options = self._image_options()
+        body = api.image_body(self.prompt, model=self.model or None, **dict(options))
+        return SubmitRequest(body, None, options)
+
+    def _submit(self, request: SubmitRequest) -> LumaGeneration:
+        generation = self.hook.submit_image_generation(
+            str(request.body["prompt"]), model=request.body["model"], **request.payload
         )
-        ids = [recorded["id"]] if recorded else list((event or {}).get("generation_ids") or [])
-        (done,) = generations_from_event(self.hook, ids, event)
-        return self._finish(done, context)
+        self.log.info("Submitted Luma image generation %s for prompt %r", generation.id, _label(self.prompt))
+        return generation
 
-    def _finish(self, generation: LumaGeneration, context: Context) -> dict[str, Any]:
-        self.log.info("Generation %s completed: %s", generation.id, generation.video_url)
-        context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
-        push_video_link(context, generation)
-        return generation.to_dict()
+
+class LumaUpscaleVideoOperator(_LumaSubmitOperator):
+    """Upscale a completed video (official API) and optionally wait for the new generation.
+
+    The upscale is a new paid generation with its own id; it pays once like
+    ``LumaGenerateOperator`` (a retry reuses the upscale an earlier try submitted).
+
+    :param generation_id: id of the completed video generation to upscale. Templated.
+    :param resolution: ``540p``, ``720p``, ``1080p`` or ``4k``. Templated.
+    :param callback_url: URL Luma POSTs the generation to on progress. Templated.
+    :param idempotency_key: opt-in reuse across runs (see ``LumaGenerateOperator``). Templated.
+    :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``). Templated.
+    :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
+    :param claim_wait: seconds to wait for another run's claim on the same idempotency key.
+    :param ambiguous_submit: ``"fail"`` (default) or ``"retry"`` when a submit's outcome is unknown.
+    :param luma_conn_id: Airflow connection id of type ``luma`` (official flavour).
+    :param wait_for_completion: wait for the upscaled video and return it completed.
+    :param deferrable: when waiting, wait in the triggerer (True by default).
+    :param poll_interval: seconds between status checks while waiting (at least 0.1).
+    :param timeout: seconds to wait for completion before failing.
+    :return: the new generation's id, or the completed generation dict with ``wait_for_completion``.
+    """
+
+    template_fields: Sequence[str] = (
+        "generation_id",
+        "resolution",
+        "callback_url",
+        "idempotency_key",
+        "ledger_path",
+    )
+    ui_color = "#d7e7fb"
+    official_only = True
+
+    def __init__(
+        self,
+        *,
+        generation_id: str,
+        resolution: str,
+        callback_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.generation_id = generation_id
+        self.resolution = resolution
+        self.callback_url = callback_url
+
+    def _request(self) -> SubmitRequest:
+        source_id = api.validate_generation_id(self.generation_id, "generation_id")
+        body = api.upscale_body(self.resolution, callback_url=self.callback_url or None)
+        return SubmitRequest(body, source_id)
+
+    def _submit(self, request: SubmitRequest) -> LumaGeneration:
+        assert request.source_id is not None
+        options = {"callback_url": request.body["callback_url"]} if "callback_url" in request.body else {}
+        generation = self.hook.upscale_generation(request.source_id, request.body["resolution"], **options)
+        self.log.info(
+            "Submitted Luma upscale %s of generation %s to %s",
+            generation.id,
+            request.source_id,
+            request.body["resolution"],
+        )
+        return generation
+
+
+class LumaAddAudioOperator(_LumaSubmitOperator):
+    """Add a sound track to a completed video (official API) and optionally wait for it.
+
+    The result is a new paid generation with its own id; it pays once like
+    ``LumaGenerateOperator`` (a retry reuses the one an earlier try submitted).
+
+    :param generation_id: id of the completed video generation. Templated.
+    :param prompt: what the audio should sound like. Templated.
+    :param negative_prompt: what it should not sound like. Templated.
+    :param callback_url: URL Luma POSTs the generation to on progress. Templated.
+    :param idempotency_key: opt-in reuse across runs (see ``LumaGenerateOperator``). Templated.
+    :param ledger_path: folder URI of the ledger (default ``$AIRFLOW_HOME/luma_ledger``). Templated.
+    :param ledger_conn_id: Airflow connection for the ledger's object store, if needed.
+    :param claim_wait: seconds to wait for another run's claim on the same idempotency key.
+    :param ambiguous_submit: ``"fail"`` (default) or ``"retry"`` when a submit's outcome is unknown.
+    :param luma_conn_id: Airflow connection id of type ``luma`` (official flavour).
+    :param wait_for_completion: wait for the video with audio and return it completed.
+    :param deferrable: when waiting, wait in the triggerer (True by default).
+    :param poll_interval: seconds between status checks while waiting (at least 0.1).
+    :param timeout: seconds to wait for completion before failing.
+    :return: the new generation's id, or the completed generation dict with ``wait_for_completion``.
+    """
+
+    template_fields: Sequence[str] = (
+        "generation_id",
+        "prompt",
+        "negative_prompt",
+        "callback_url",
+        "idempotency_key",
+        "ledger_path",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"prompt": "md", "negative_prompt": "md"}
+    ui_color = "#e7fbd7"
+    official_only = True
+
+    def __init__(
+        self,
+        *,
+        generation_id: str,
+        prompt: str,
+        negative_prompt: str | None = None,
+        callback_url: str | None = None,
+        map_index_template: str | None = PROMPT_LABEL_TEMPLATE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(map_index_template=map_index_template, **kwargs)
+        self.generation_id = generation_id
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.callback_url = callback_url
+
+    def _request(self) -> SubmitRequest:
+        source_id = api.validate_generation_id(self.generation_id, "generation_id")
+        body = api.audio_body(
+            self.prompt, negative_prompt=self.negative_prompt or None, callback_url=self.callback_url or None
+        )
+        return SubmitRequest(body, source_id)
+
+    def _submit(self, request: SubmitRequest) -> LumaGeneration:
+        assert request.source_id is not None
+        options = {"callback_url": request.body["callback_url"]} if "callback_url" in request.body else {}
+        generation = self.hook.add_audio(
+            request.source_id,
+            str(request.body["prompt"]),
+            negative_prompt=request.body.get("negative_prompt"),
+            **options,
+        )
+        self.log.info("Submitted Luma add-audio %s for generation %s", generation.id, request.source_id)
+        return generation
 
 
 class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
@@ -332,3 +669,39 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
 def _label(prompt: Any, limit: int = 48) -> str:
     text = " ".join(str(prompt or "").split())
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _image_ref(value: Any, field_name: str) -> dict[str, Any]:
+    """A ``{url, weight}`` image reference: an http(s) URL and an optional weight in 0..1."""
+    if not isinstance(value, Mapping):
+        raise LumaValidationError(field_name, f"must be a {{url, weight}} object, got {type(value).__name__}")
+    unknown = sorted(set(value) - {"url", "weight"})
+    if unknown:
+        raise LumaValidationError(field_name, f"has unknown key {unknown[0]!r}; allowed: url, weight")
+    ref: dict[str, Any] = {"url": _http_image_url(value.get("url"), f"{field_name}.url")}
+    weight = value.get("weight")
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise LumaValidationError(f"{field_name}.weight", f"must be a number from 0 to 1, got {weight!r}")
+        ref["weight"] = weight
+    return ref
+
+
+def _character_ref(value: Any) -> dict[str, Any]:
+    images = value.get("identity0", {}).get("images") if isinstance(value, Mapping) else None
+    if not isinstance(images, (list, tuple)) or not images or set(value) != {"identity0"}:
+        raise LumaValidationError("character_ref", "must be {'identity0': {'images': [<url>, ...]}}")
+    return {
+        "identity0": {
+            "images": [
+                _http_image_url(u, f"character_ref.identity0.images[{i}]") for i, u in enumerate(images)
+            ]
+        }
+    }
+
+
+def _http_image_url(value: Any, field_name: str) -> str:
+    url = api.validate_image_url(value, field_name)
+    if url.startswith("data:"):
+        raise LumaValidationError(field_name, "must be an http(s) URL (the image API takes no data URIs)")
+    return url

@@ -3,8 +3,10 @@
 * ``airflow_home`` (session): one migrated SQLite ``AIRFLOW_HOME`` in tmp, shared by every run;
 * ``sandbox`` (function): a fresh in-process ``LumaSandbox`` (served from a thread), so
   ``stats()["submissions"]`` counts exactly one DAG run's submissions;
+* ``official_sandbox`` (function): the same, speaking Luma's official API (``api_flavour="official"``);
 * ``dags_test``: ``dags_test(dag_id, *args, env=...)`` runs ``airflow dags test`` in a subprocess
-  wired to that home and sandbox, and returns a ``DagTestRun`` (exit code, output, out dir).
+  wired to that home and sandbox, and returns a ``DagTestRun`` (exit code, output, out dir);
+  ``official_dags_test`` does the same against ``official_sandbox``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ def sandbox() -> Iterator[Any]:
         yield sb
 
 
+@pytest.fixture
+def official_sandbox() -> Iterator[Any]:
+    from luma_provider.sandbox import LumaSandbox
+
+    with LumaSandbox(
+        port=0, api_key=SANDBOX_KEY, api_flavour="official", queue_seconds=0.5, process_seconds=1.0
+    ) as sb:
+        yield sb
+
+
 @dataclass
 class DagTestRun:
     returncode: int
@@ -90,10 +102,7 @@ class DagTestRun:
         return section.split(end, 1)[0]
 
 
-@pytest.fixture
-def dags_test(airflow_home: Path, sandbox: Any, tmp_path: Path):
-    """Run ``airflow dags test`` for an example DAG against this test's sandbox."""
-
+def _dags_test_runner(airflow_home: Path, sandbox: Any, tmp_path: Path):
     def run(dag_id: str, *args: str, conf: dict[str, Any] | None = None, **env: str) -> DagTestRun:
         out_root = tmp_path / "output"
         environment = airflow_env(
@@ -119,3 +128,15 @@ def dags_test(airflow_home: Path, sandbox: Any, tmp_path: Path):
         return DagTestRun(proc.returncode, proc.stdout, out_root)
 
     return run
+
+
+@pytest.fixture
+def dags_test(airflow_home: Path, sandbox: Any, tmp_path: Path):
+    """Run ``airflow dags test`` for an example DAG against this test's sandbox."""
+    return _dags_test_runner(airflow_home, sandbox, tmp_path)
+
+
+@pytest.fixture
+def official_dags_test(airflow_home: Path, official_sandbox: Any, tmp_path: Path):
+    """Run ``airflow dags test`` for an example DAG against this test's official-flavour sandbox."""
+    return _dags_test_runner(airflow_home, official_sandbox, tmp_path)

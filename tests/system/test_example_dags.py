@@ -28,6 +28,7 @@ EXPECTED_DAGS = {
     "luma_daily_content.py": {"luma_daily_content"},
     "luma_asset_pipeline.py": {"luma_asset_pipeline"},
     "luma_image_to_video.py": {"luma_image_to_video"},
+    "luma_official_storyboard.py": {"luma_official_storyboard"},
 }
 FAIL_REASON = "Content policy: no flamingos allowed"
 DEFERRED = "[DAG TEST] running trigger in line"
