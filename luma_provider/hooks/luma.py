@@ -341,6 +341,34 @@ class LumaHook(BaseHook):
         settings = await self.aget_settings()
         return await self._adrive(self._get_many(ids, settings, skip_missing=skip_missing))
 
+    async def acancel_unfinished(self, ids: Iterable[str], *, log: Any = None) -> list[str]:
+        """Cancel every generation of ``ids`` not finished yet (official flavour; else nothing).
+
+        :return: the ids cancelled. Errors are logged, not raised: this runs on a kill path.
+        """
+        log = log or self.log
+        settings = await self.aget_settings()
+        if not settings.official:
+            log.warning("Not cancelling %s: the gateway flavour has no cancel route", list(ids))
+            return []
+        cancelled: list[str] = []
+        try:
+            current = await self.aget_generations(ids, skip_missing=True)
+        except LumaError as err:
+            log.warning("Could not look up generations to cancel: %s", err)
+            return cancelled
+        for gen in current:
+            if gen.is_terminal:
+                continue
+            try:
+                await self._adrive(api.official_cancel_flow(gen.id))
+            except LumaError as err:
+                log.warning("Could not cancel generation %s: %s", gen.id, err)
+                continue
+            log.info("Cancelled Luma generation %s (was %s): the task was killed", gen.id, gen.state.value)
+            cancelled.append(gen.id)
+        return cancelled
+
     async def aclose(self) -> None:
         """Close the aiohttp session (triggers call this in ``cleanup``)."""
         if self._aiohttp_session is not None:

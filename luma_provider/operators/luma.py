@@ -67,6 +67,9 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
     :param deferrable: when waiting, wait in the triggerer (True by default).
     :param poll_interval: seconds between status checks while waiting (at least 0.1).
     :param timeout: seconds to wait for completion before failing.
+    :param cancel_on_kill: when the task is killed, marked failed or succeeded, or cleared while
+        its generation is still queued or dreaming, cancel it (official flavour; the gateways
+        have no cancel), so no credits go to a video nobody will collect. Default True.
     """
 
     template_fields: Sequence[str] = ("idempotency_key", "ledger_path")
@@ -87,9 +90,12 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         deferrable: bool = True,
         poll_interval: float = 10.0,
         timeout: float = 60 * 60,
+        cancel_on_kill: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cancel_on_kill = cancel_on_kill
+        self._submitted_id: str | None = None
         self.idempotency_key = idempotency_key
         self.ledger_path = ledger_path
         self.ledger_conn_id = ledger_conn_id
@@ -125,6 +131,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
             )
         request = self._request()
         generation = self._submit_once(context, request)
+        self._submitted_id = generation.id
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
         push_video_link(context, generation)
         if not self.wait_for_completion:
@@ -140,6 +147,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
                     luma_conn_id=self.luma_conn_id,
                     poll_interval=self.poll_interval,
                     deadline=time.time() + self.timeout,
+                    cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
                 # The trigger owns the deadline so execute_complete still runs and says why.
@@ -149,6 +157,25 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
             [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
         )
         return self._finish(done, context)
+
+    def on_kill(self) -> None:
+        """Killed while waiting on the worker: cancel the unfinished generation (official API).
+
+        A deferred wait is cancelled by ``LumaTrigger.on_kill`` instead.
+        """
+        if self.cancel_on_kill and self._submitted_id:
+            import asyncio
+
+            asyncio.run(self._cancel_unfinished([self._submitted_id]))
+
+    async def _cancel_unfinished(self, ids: list[str]) -> None:
+        from luma_provider.hooks.luma import LumaHook
+
+        hook = LumaHook(self.luma_conn_id, max_retries=1)
+        try:
+            await hook.acancel_unfinished(ids, log=self.log)
+        finally:
+            await hook.aclose()
 
     @cached_property
     def ledger(self) -> GenerationLedger:

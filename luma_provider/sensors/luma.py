@@ -39,6 +39,8 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         default, not ``[operators] default_deferrable`` (see ``LumaGenerateOperator``).
     :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map
         index). Templated.
+    :param cancel_on_kill: when the task is killed, marked failed or succeeded, or cleared while a
+        generation is still queued or dreaming, cancel it (official flavour). Default True.
     :return: the completed generation as a dict (a list of dicts when given a list).
     """
 
@@ -56,6 +58,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         timeout: float = 60 * 60,
         map_label: str | None = None,
         map_index_template: str | None = LABEL_TEMPLATE,
+        cancel_on_kill: bool = True,
         **kwargs: Any,
     ) -> None:
         poll_interval = api.validate_seconds(poll_interval, "poll_interval")
@@ -67,6 +70,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         self.luma_conn_id = luma_conn_id
         self.poll_interval = poll_interval
         self.deferrable = deferrable
+        self.cancel_on_kill = cancel_on_kill
 
     @property
     def generation_ids(self) -> list[str]:
@@ -92,10 +96,28 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
                 luma_conn_id=self.luma_conn_id,
                 poll_interval=self.poll_interval,
                 deadline=time.time() + self.timeout,
+                cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
         )
+
+    def on_kill(self) -> None:
+        """Killed while poking on the worker: cancel what is unfinished (official API)."""
+        if not self.cancel_on_kill:
+            return
+        import asyncio
+
+        from luma_provider.hooks.luma import LumaHook
+
+        async def cancel() -> None:
+            hook = LumaHook(self.luma_conn_id, max_retries=1)
+            try:
+                await hook.acancel_unfinished(self.generation_ids, log=self.log)
+            finally:
+                await hook.aclose()
+
+        asyncio.run(cancel())
 
     def poke(self, context: Context) -> PokeReturnValue:
         generations = self.hook.get_generations(self.generation_ids)

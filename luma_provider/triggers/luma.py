@@ -49,6 +49,8 @@ class LumaTrigger(BaseTrigger):
     :param deadline: absolute epoch seconds after which a ``timeout`` event is sent (None: never).
     :param error_budget: consecutive failed polls tolerated before an ``error`` event
         (auth errors: at most ``AUTH_ERROR_BUDGET``).
+    :param cancel_on_kill: when a user acts on the deferred task (mark failed/success, clear),
+        cancel the generations that are still queued or dreaming (official flavour).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class LumaTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
+        cancel_on_kill: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
 
@@ -72,6 +75,7 @@ class LumaTrigger(BaseTrigger):
             raise LumaValidationError("deadline", f"must be epoch seconds or None, got {deadline!r}")
         self.deadline = deadline
         self.error_budget = int(error_budget)
+        self.cancel_on_kill = bool(cancel_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -82,6 +86,7 @@ class LumaTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "error_budget": self.error_budget,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -92,6 +97,22 @@ class LumaTrigger(BaseTrigger):
         finally:  # also on cancellation; released before yielding, not when the generator is closed
             await poller.release()
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]  # untyped in Airflow
+
+    async def on_kill(self) -> None:
+        """A user marked the deferred task failed/success or cleared it: stop paying for renders.
+
+        Only with ``cancel_on_kill`` and the official API (gateways have no cancel). Airflow calls
+        this on user actions only, never on a triggerer restart or a timeout.
+        """
+        if not self.cancel_on_kill:
+            return
+        from luma_provider.hooks.luma import LumaHook
+
+        hook = LumaHook(self.luma_conn_id, max_retries=1)
+        try:
+            await hook.acancel_unfinished(self.generation_ids, log=self.log)
+        finally:
+            await hook.aclose()
 
     async def _wait(self, poller: StatusPoller) -> dict[str, Any]:
         ids = tuple(self.generation_ids)

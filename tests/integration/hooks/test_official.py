@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +196,71 @@ def test_the_trigger_finishes_an_image_generation(official):
     assert event["status"] == "success", event
     # One look, not three more "completed but no video URL yet" polls: an image has no video.
     assert routes(official)["get"] == 1
+
+
+def _wait_deferred_then_kill(trigger, seconds: float = 0.5) -> None:
+    """Run ``trigger`` as the triggerer would, cancel it after ``seconds``, then call ``on_kill``."""
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(anext(aiter(trigger.run())))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await trigger.on_kill()
+
+    asyncio.run(scenario())
+
+
+def test_on_kill_cancels_what_is_still_rendering(official):
+    from luma_provider.triggers.luma import LumaTrigger
+
+    hook = LumaHook()
+    done = hook.submit_generation("a quick one").id
+    hook.wait_for_generations([done], poll_interval=0.1, timeout=20)
+    slow = hook.submit_generation("a slow glacier #slow").id
+    _wait_deferred_then_kill(LumaTrigger([done, slow], poll_interval=0.2, cancel_on_kill=True))
+    deletes = [r["path"] for r in official.stats()["recent"] if r["method"] == "DELETE"]
+    assert deletes == [f"/dream-machine/v1/generations/{slow}"]  # the completed one is left alone
+    with pytest.raises(LumaNotFoundError):
+        hook.get_generation(slow)
+
+
+def test_on_kill_without_the_option_cancels_nothing(official):
+    from luma_provider.triggers.luma import LumaTrigger
+
+    slow = LumaHook().submit_generation("a slow glacier #slow").id
+    _wait_deferred_then_kill(LumaTrigger([slow], poll_interval=0.2))
+    assert [r for r in official.stats()["recent"] if r["method"] == "DELETE"] == []
+    assert LumaHook().get_generation(slow).state in (LumaState.QUEUED, LumaState.RUNNING)
+
+
+def test_a_worker_side_kill_cancels_too(official):
+    from luma_provider.operators.luma import LumaGenerateOperator
+    from luma_provider.sensors.luma import LumaTaskSensor
+
+    hook = LumaHook()
+    first, second = (hook.submit_generation(f"slow {n} #slow").id for n in (1, 2))
+    LumaTaskSensor(task_id="wait", generation_id=[first], deferrable=False).on_kill()
+    operator = LumaGenerateOperator(task_id="submit", prompt="x", cancel_on_kill=True)
+    operator._submitted_id = second  # what execute() records after its submit
+    operator.on_kill()
+    deletes = sorted(r["path"] for r in official.stats()["recent"] if r["method"] == "DELETE")
+    assert deletes == sorted(f"/dream-machine/v1/generations/{i}" for i in (first, second))
+
+
+def test_the_gateway_flavour_cancels_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch):
+    with LumaSandbox(port=0, api_key=KEY, queue_seconds=30) as gateway:
+        conn = {"conn_type": "luma", "host": gateway.url, "password": KEY}
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(conn))
+        gen_id = LumaHook().submit_generation("a slow one").id
+
+        async def cancel() -> list[str]:
+            hook = LumaHook()
+            try:
+                return await hook.acancel_unfinished([gen_id])
+            finally:
+                await hook.aclose()
+
+        assert asyncio.run(cancel()) == []
+        assert [r["method"] for r in gateway.stats()["recent"]] == ["POST"]

@@ -18,6 +18,7 @@ class TestSerialize:
             poll_interval=7,
             deadline=1_900_000_000.5,
             error_budget=4,
+            cancel_on_kill=True,
         )
         classpath, kwargs = trigger.serialize()
 
@@ -28,6 +29,7 @@ class TestSerialize:
             "poll_interval": 7.0,
             "deadline": 1_900_000_000.5,
             "error_budget": 4,
+            "cancel_on_kill": True,
         }
         assert all(isinstance(leaf, (str, float, int, type(None))) for leaf in json_leaves(kwargs))
         restored_kwargs = deserialize(serialize(kwargs))
