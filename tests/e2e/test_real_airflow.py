@@ -19,24 +19,20 @@ Run: ``pytest tests/e2e -m system -s`` (about 2-4 minutes; budget 8).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
 import secrets
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import time
-import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_stack import E2E, AirflowStack, Deadline, MetaDB, airflow_stack, timeline, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -61,239 +57,8 @@ HOLD_S = 180.0
 #: Overall budget of the test (seconds): a deadline for every wait below.
 BUDGET_S = 480.0
 
-AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
-
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def left(self, cap: float | None = None) -> float:
-        left = max(0.0, self.end - time.monotonic())
-        return left if cap is None else min(left, cap)
-
-
-def wait_for(
-    what: str,
-    check: Callable[[], Any],
-    timeout: float,
-    interval: float = 1.0,
-    on_tick: Callable[[], None] | None = None,
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    end = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        if on_tick is not None:
-            on_tick()
-        try:
-            result = check()
-            if result:
-                return result
-        except (sqlite3.OperationalError, OSError) as exc:  # DB busy / not there yet
-            last_exc = exc
-        if time.monotonic() >= end:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}"
-                + (f" (last error: {last_exc})" if last_exc else "")
-            )
-        time.sleep(interval)
-
-
-class MetaDB:
-    """Read-only, short-lived connections to the SQLite metadata DB (never hold a lock)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        for attempt in range(20):
-            try:
-                con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
-                try:
-                    return con.execute(sql, params).fetchall()
-                finally:
-                    con.close()
-            except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 19:
-                    raise
-                time.sleep(0.5)
-        raise AssertionError("unreachable")
-
-    def columns(self, table: str) -> list[str]:
-        return [row[1] for row in self.query(f'PRAGMA table_info("{table}")')]
-
-    def tis(self, run_id: str, task_id: str | None = None) -> list[tuple]:
-        sql = "SELECT task_id, map_index, state, try_number, trigger_id FROM task_instance WHERE dag_id=? AND run_id=?"
-        params: tuple = (DAG_ID, run_id)
-        if task_id:
-            sql += " AND task_id=?"
-            params += (task_id,)
-        return self.query(sql + " ORDER BY task_id, map_index", params)
-
-    def run_state(self, run_id: str) -> str | None:
-        rows = self.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", (DAG_ID, run_id))
-        return rows[0][0] if rows else None
-
-
-class AirflowStack:
-    """Airflow components as subprocesses, each in its own process group, logging to a file."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root = root
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.logs: dict[str, Path] = {}
-        self.family: dict[str, set[int]] = {}
-
-    def cli(self, *args: str, timeout: float = 240) -> str:
-        name = "cli-" + "-".join(a for a in args[:2] if not a.startswith("-"))
-        log = self.root / "proc_logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            proc = subprocess.run(
-                [str(AIRFLOW_BIN), *args],
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=out,
-                timeout=timeout,
-                cwd=self.root,
-            )
-            out.write(proc.stdout)
-        self.logs.setdefault(name, log)
-        if proc.returncode != 0:
-            raise AssertionError(f"airflow {' '.join(args)} exited {proc.returncode}\n{tail(log)}")
-        return proc.stdout.decode(errors="replace")
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = self.root / "proc_logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log, "ab")  # noqa: SIM115 - handed to the child process, closed when it is stopped
-        proc = subprocess.Popen(
-            [str(AIRFLOW_BIN), *args],
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        out.close()
-        self.procs[name] = proc
-        self.logs[name] = log
-        return proc
-
-    def assert_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"airflow {name} exited with {proc.returncode}\n{tail(self.logs[name])}")
-
-    def _remember_family(self, name: str) -> None:
-        """Descendants may leave the process group (task supervisors); remember their pids."""
-        import psutil
-
-        proc = self.procs.get(name)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(psutil.Error):
-            kids = psutil.Process(proc.pid).children(recursive=True)
-            self.family.setdefault(name, set()).update(k.pid for k in kids)
-
-    def remember_all(self) -> None:
-        for name in list(self.procs):
-            self._remember_family(name)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL, grace: float = 20.0) -> None:
-        """Signal the process group of ``name`` (and its known descendants), wait for it to exit."""
-        import psutil
-
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        self._remember_family_of(proc, name)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        # Stragglers that started their own session: by pid, only the ones we saw born from us.
-        for pid in self.family.pop(name, set()):
-            with contextlib.suppress(psutil.Error):
-                child = psutil.Process(pid)
-                child.wait(timeout=0 if sig == signal.SIGKILL else 5)
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                psutil.Process(pid).kill()
-
-    def _remember_family_of(self, proc: subprocess.Popen, name: str) -> None:
-        import psutil
-
-        with contextlib.suppress(psutil.Error):
-            kids = psutil.Process(proc.pid).children(recursive=True)
-            self.family.setdefault(name, set()).update(k.pid for k in kids)
-
-    def stop_all(self) -> None:
-        # Scheduler first (it owns the task workers), then the rest; SIGTERM lets logs flush.
-        order = (
-            ["scheduler", "dag-processor"]
-            + [n for n in self.procs if n not in ("scheduler", "dag-processor", "api-server")]
-            + ["api-server"]
-        )
-        for name in order:
-            started = time.monotonic()
-            with contextlib.suppress(Exception):
-                self.kill(name, signal.SIGTERM, grace=25)
-            if time.monotonic() - started > 10:
-                print(f"[e2e] stopping {name} took {time.monotonic() - started:.0f}s", flush=True)
-
-    def kill_leftovers(self, home: Path) -> list[str]:
-        """Last resort: any process still running with our AIRFLOW_HOME (ours by construction)."""
-        import psutil
-
-        left = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            with contextlib.suppress(psutil.Error):
-                if proc.pid != os.getpid() and proc.environ().get("AIRFLOW_HOME") == str(home):
-                    left.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
-                    proc.kill()
-        return left
-
-    def tails(self, lines: int = 60) -> str:
-        parts = []
-        for name, log in self.logs.items():
-            parts.append(f"\n===== {name} ({log}) =====\n{tail(log, lines)}")
-        return "".join(parts)
-
-
-def tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return "\n".join(text[-lines:])
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def fernet_key() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
 def release_generations(sandbox: Any) -> int:
@@ -336,73 +101,23 @@ def text_values(value: Any) -> list[str]:
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path):
+def e2e(tmp_path: Path) -> Iterator[E2E]:
     from luma_provider.sandbox import LumaSandbox
 
-    home = tmp_path / "airflow_home"
-    home.mkdir()
-    (tmp_path / "out").mkdir()
-    sandbox = LumaSandbox(port=0, api_key=API_KEY, queue_seconds=QUEUE_S, process_seconds=HOLD_S).start()
-    api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LUMA_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
-            "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
-            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            # Manual runs only: no cron run may start (and submit) behind the test's back.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            # How long a dead triggerer's triggers stay assigned to it before another takes them.
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-            # Log servers of the worker and the triggerer: free ports, other runs may share the box.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-            "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
-            "LUMA_POLL_INTERVAL": "2",
-            "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    stack = AirflowStack(tmp_path, env)
-    try:
-        yield stack, sandbox, tmp_path, home, api_port
-    finally:
-        stack.stop_all()
-        leftovers = stack.kill_leftovers(home)
-        sandbox.stop()
-        assert not leftovers, f"processes survived the teardown (killed now): {leftovers}"
+    sandbox = LumaSandbox(port=0, api_key=API_KEY, queue_seconds=QUEUE_S, process_seconds=HOLD_S)
+    with airflow_stack(
+        tmp_path, sandbox, dag_id=DAG_ID, dags_folder=DAGS_FOLDER, parallelism=PARALLELISM
+    ) as deployment:
+        yield deployment
 
 
-def test_daily_content_on_real_airflow(stack_env) -> None:
-    stack, sandbox, root, home, api_port = stack_env
-    deadline = Deadline(BUDGET_S)
-    db = MetaDB(home / "airflow.db")
+def test_daily_content_on_real_airflow(e2e: E2E) -> None:
     run_id = f"e2e__{secrets.token_hex(4)}"
+    e2e.run_ids.append(run_id)
     try:
-        _run_scenario(stack, sandbox, root, home, api_port, deadline, db, run_id)
+        _run_scenario(e2e.stack, e2e.sandbox, e2e.root, e2e.home, e2e, Deadline(BUDGET_S), e2e.db, run_id)
     except BaseException:
-        print(_diagnostics(stack, db, run_id, root), file=sys.stderr)
+        print(e2e.diagnostics(), file=sys.stderr)
         raise
 
 
@@ -411,43 +126,15 @@ def _run_scenario(
     sandbox: Any,
     root: Path,
     home: Path,
-    api_port: int,
+    e2e: E2E,
     deadline: Deadline,
     db: MetaDB,
     run_id: str,
 ) -> None:
-    t0 = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"[e2e {time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+    log = timeline()
 
     # ---- 1. metadata DB and the components -----------------------------------------------------
-    stack.cli("db", "migrate", timeout=deadline.left(300))
-    log("db migrated")
-    stack.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
-    wait_for(
-        "api-server health",
-        lambda: http_ok(f"http://127.0.0.1:{api_port}/api/v2/monitor/health"),
-        deadline.left(180),
-        on_tick=stack.assert_alive,
-    )
-    log("api-server healthy")
-    stack.start("scheduler", "scheduler")
-    stack.start("dag-processor", "dag-processor")
-    stack.start("triggerer", "triggerer")
-
-    def dag_parsed() -> bool:
-        return bool(db.query("SELECT 1 FROM serialized_dag WHERE dag_id=?", (DAG_ID,)))
-
-    wait_for(f"{DAG_ID} to be parsed", dag_parsed, deadline.left(180), interval=2, on_tick=stack.assert_alive)
-    wait_for(
-        "a live triggerer job",
-        lambda: _triggerer_jobs(db, running_only=True),
-        deadline.left(120),
-        interval=2,
-        on_tick=stack.assert_alive,
-    )
-    log("dag parsed, triggerer up")
+    e2e.start_airflow(deadline, log)
 
     # ---- 2. trigger the run ----------------------------------------------------------------
     prompts_file = root / "prompts.yaml"
@@ -630,11 +317,6 @@ def _run_scenario(
 # ------------------------------------------------------------------------------- scenario helpers
 
 
-def _triggerer_jobs(db: MetaDB, running_only: bool = False) -> list[tuple]:
-    sql = "SELECT id, state FROM job WHERE job_type='TriggererJob'"
-    return db.query(sql + (" AND state='running'" if running_only else ""))
-
-
 def _status_polls(sandbox: Any) -> int:
     routes = sandbox.stats()["by_route"]
     return sum(n for route, n in routes.items() if route in ("tasks", "get"))
@@ -700,22 +382,3 @@ def _scan_db(path: Path) -> list[str]:
     finally:
         con.close()
     return sorted(set(hits))
-
-
-def _diagnostics(stack: AirflowStack, db: MetaDB, run_id: str, root: Path) -> str:
-    parts = ["\n#################### e2e diagnostics ####################", stack.tails()]
-    with contextlib.suppress(Exception):
-        parts.append(f"\n===== run {run_id}: {db.run_state(run_id)} =====")
-        parts.extend(f"  {r}" for r in db.tis(run_id))
-    with contextlib.suppress(Exception):
-        parts.append(
-            f"\n===== import errors =====\n{db.query('SELECT filename, stacktrace FROM import_error')}"
-        )
-    with contextlib.suppress(Exception):
-        parts.append(
-            f"\n===== jobs =====\n{db.query('SELECT id, job_type, state, latest_heartbeat FROM job')}"
-        )
-    task_logs = sorted((root / "airflow_home" / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)
-    for log in task_logs[-4:]:
-        parts.append(f"\n===== {log.relative_to(root)} =====\n{tail(log, 30)}")
-    return "\n".join(parts)
