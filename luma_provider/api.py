@@ -1063,7 +1063,9 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def _excerpt(text: str, settings: ConnectionSettings, limit: int = 200) -> str:
-    text = settings.redact(text[: limit * 4].strip())
+    # Strip before cutting: a key cut in two at the window's end must stay far past ``limit``,
+    # where the final cut drops it (stripping afterwards would pull it into view).
+    text = settings.redact(text.lstrip()[: limit * 4]).strip()
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 

@@ -371,3 +371,14 @@ class TestFromDict:
     def test_round_trip(self):
         gen = native(video={"url": "https://cdn/v.mp4"}, duration=None)
         assert LumaGeneration.from_dict(gen.to_dict()) == gen
+
+
+class TestClippedLabels:
+    def test_generation_type_clipped_to_40(self):
+        assert native(generation_type="v" * 41).generation_type == "v" * 40
+        assert native(generation_type="v" * 40).generation_type == "v" * 40
+
+    def test_model_clipped_to_80(self):
+        assert native(model="m" * 81).model == "m" * 80
+        assert native(model="m" * 80).model == "m" * 80
+        assert native(model="  ").model is None
