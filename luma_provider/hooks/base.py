@@ -5,8 +5,10 @@ The hook itself (requests, aiohttp) is imported only when a task first uses it.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from luma_provider.hooks.luma import LumaHook
@@ -19,9 +21,34 @@ LABEL_TEMPLATE = (
 
 
 class LumaHookMixin:
-    """The ``hook`` property of every Luma operator and sensor (``luma_conn_id`` set by them)."""
+    """The ``hook`` property and the deferral of every Luma operator and sensor.
+
+    The operator or sensor sets ``luma_conn_id``, ``poll_interval``, ``timeout`` and
+    ``cancel_on_kill``.
+    """
 
     luma_conn_id: str
+    poll_interval: float
+    timeout: Any  # float here; BaseSensorOperator declares it as its own type
+    cancel_on_kill: bool
+
+    def defer_until_done(self, ids: list[str], method_name: str = "execute_complete") -> None:
+        """Hand the wait for ``ids`` to ``LumaTrigger`` (no worker slot held meanwhile)."""
+        from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
+
+        defer: Any = getattr(self, "defer")  # noqa: B009 - BaseOperator.defer, mixed in after this class
+        defer(
+            trigger=LumaTrigger(
+                generation_ids=ids,
+                luma_conn_id=self.luma_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=time.time() + float(self.timeout),
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name=method_name,
+            # The trigger owns the deadline, so execute_complete still runs and says why.
+            timeout=timedelta(seconds=float(self.timeout) + DEFER_TIMEOUT_GRACE),
+        )
 
     @cached_property
     def hook(self) -> LumaHook:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -139,20 +137,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         if generation.state == LumaState.COMPLETED:
             return generation.to_dict()
         if self.deferrable:
-            from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
-
-            self.defer(
-                trigger=LumaTrigger(
-                    generation_ids=[generation.id],
-                    luma_conn_id=self.luma_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-                # The trigger owns the deadline so execute_complete still runs and says why.
-                timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
-            )
+            self.defer_until_done([generation.id])
         (done,) = self.hook.wait_for_generations(
             [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
         )

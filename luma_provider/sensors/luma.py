@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -15,8 +13,6 @@ from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
 from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.luma import (
-    DEFER_TIMEOUT_GRACE,
-    LumaTrigger,
     generations_from_event,
     raise_if_failed,
 )
@@ -90,17 +86,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         if done.is_done:
             return done.xcom_value
         self.log.info("Deferring: waiting for %d generation(s) in the triggerer", len(ids))
-        self.defer(
-            trigger=LumaTrigger(
-                generation_ids=ids,
-                luma_conn_id=self.luma_conn_id,
-                poll_interval=self.poll_interval,
-                deadline=time.time() + self.timeout,
-                cancel_on_kill=self.cancel_on_kill,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFER_TIMEOUT_GRACE),
-        )
+        self.defer_until_done(ids)
 
     def on_kill(self) -> None:
         """Killed while poking on the worker: cancel what is unfinished (official API)."""
