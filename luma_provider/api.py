@@ -475,8 +475,10 @@ class GenerationOptions:
         options = cls(
             prompt=validate_prompt(prompt),
             aspect_ratio=_choice("aspect_ratio", aspect_ratio, ratios),
-            loop=None if loop is None else _bool_field("loop", loop),
-            expand_prompt=None if expand_prompt is None else _bool_field("expand_prompt", expand_prompt),
+            loop=None if loop in (None, "") else _bool_field("loop", loop),
+            expand_prompt=None
+            if expand_prompt in (None, "")
+            else _bool_field("expand_prompt", expand_prompt),
             image_url=None if image_url in (None, "") else validate_image_url(image_url, "image_url"),
             image_end_url=None
             if image_end_url in (None, "")
@@ -739,8 +741,9 @@ def image_body(prompt: Any, *, model: Any = None, aspect_ratio: Any = None, **op
     if callback:
         body["callback_url"] = _http_url("callback_url", callback)
     for name in _IMAGE_REFS:
-        if options.get(name) is not None:
-            body[name] = options.pop(name)
+        ref = options.pop(name, None)
+        if ref is not None:
+            body[name] = ref
     if options:
         raise LumaValidationError(
             sorted(options)[0],
