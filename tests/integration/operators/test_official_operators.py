@@ -31,6 +31,18 @@ ANY_ID = "00000000-0000-4000-8000-000000000000"
 BASE = "/dream-machine/v1/generations"
 
 
+def flaky(operator: str) -> str:
+    """A subclass of ``operator`` whose first try dies right after its submit (a lost worker)."""
+    return f"""
+    class Flaky({operator}):
+        def execute(self, context):
+            value = super().execute(context)
+            if context["ti"].try_number == 1:
+                raise RuntimeError("worker lost right after submit")
+            return value
+    """
+
+
 def dag_body(*parts: str) -> str:
     """Join DAG body snippets written at different indentations."""
     return "\n".join(textwrap.dedent(part).strip("\n") for part in parts)
@@ -127,14 +139,8 @@ class TestImage:
         result = run_dag.run(
             dag_body(
                 IMPORTS,
+                flaky("LumaGenerateImageOperator"),
                 """
-            class Flaky(LumaGenerateImageOperator):
-                def execute(self, context):
-                    value = super().execute(context)
-                    if context["ti"].try_number == 1:
-                        raise RuntimeError("worker lost right after submit")
-                    return value
-
             Flaky(task_id="image", prompt="an expensive still", retries=1, retry_delay=timedelta(seconds=0))
         """,
             )
@@ -197,14 +203,8 @@ class TestUpscale:
             dag_body(
                 IMPORTS,
                 SOURCE,
+                flaky("LumaUpscaleVideoOperator"),
                 f"""
-            class Flaky(LumaUpscaleVideoOperator):
-                def execute(self, context):
-                    value = super().execute(context)
-                    if context["ti"].try_number == 1:
-                        raise RuntimeError("worker lost right after submit")
-                    return value
-
             source >> Flaky(task_id="up", generation_id="{SOURCE_ID}", resolution="720p", retries=1,
                             retry_delay=timedelta(seconds=0), wait_for_completion=True, deferrable=False,
                             poll_interval=0.2)
@@ -253,14 +253,8 @@ class TestAddAudio:
             dag_body(
                 IMPORTS,
                 SOURCE,
+                flaky("LumaAddAudioOperator"),
                 f"""
-            class Flaky(LumaAddAudioOperator):
-                def execute(self, context):
-                    value = super().execute(context)
-                    if context["ti"].try_number == 1:
-                        raise RuntimeError("worker lost right after submit")
-                    return value
-
             source >> Flaky(task_id="audio", generation_id="{SOURCE_ID}", prompt="rain", retries=1,
                             retry_delay=timedelta(seconds=0))
         """,

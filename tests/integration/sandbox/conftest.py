@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +21,38 @@ from luma_provider.sandbox import LumaSandbox
 
 KEY = "sandbox-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@contextmanager
+def _cli_sandbox(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m luma_provider.sandbox --api-key cli-key *args`` on a free port: (process, URL).
+
+    Stopped with SIGTERM on exit (killed if it hangs); its stdout stays readable afterwards.
+    """
+    port_file = tmp_path / "sandbox.url"
+    command = [sys.executable, "-m", "luma_provider.sandbox", "--port", "0", "--port-file", str(port_file)]
+    proc = subprocess.Popen(
+        [*command, "--api-key", "cli-key", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "CLI sandbox did not start"
+            time.sleep(0.05)
+        yield proc, port_file.read_text().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def cli_sandbox_process(tmp_path: Path) -> Callable[..., Any]:
+    """``with cli_sandbox_process(*cli_args) as (proc, url):`` the sandbox CLI in its own process."""
+    return lambda *args: _cli_sandbox(tmp_path, *args)
 
 
 @pytest.fixture

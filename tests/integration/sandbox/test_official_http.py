@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -333,43 +328,15 @@ def test_connection_extra_names_the_flavour(official_sb, sb) -> None:
     assert sb.api_base_url == sb.url
 
 
-def test_cli_api_flavour_official(tmp_path: Path) -> None:
-    port_file = tmp_path / "sandbox.url"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "luma_provider.sandbox",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--api-key",
-            "cli-key",
-            "--api-flavour",
-            "official",
-            "--starting-credits",
-            "500",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not port_file.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "CLI sandbox did not start"
-            time.sleep(0.05)
-        url = port_file.read_text().strip()
+def test_cli_api_flavour_official(cli_sandbox_process) -> None:
+    args = ("--api-flavour", "official", "--starting-credits", "500")
+    with cli_sandbox_process(*args) as (proc, url):
         headers = {"Authorization": "Bearer cli-key"}
         assert requests.get(f"{url}{V1}/ping", headers=headers, timeout=5).json() == {"message": "pong"}
         assert requests.get(f"{url}{V1}/credits", headers=headers, timeout=5).json() == {
             "credit_balance": 500.0
         }
         assert requests.post(f"{url}/luma/generations", headers=headers, timeout=5).status_code == 404
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert f"Official Dream Machine API at {url}{V1}" in out
+    assert proc.stdout is not None
+    assert f"Official Dream Machine API at {url}{V1}" in proc.stdout.read()

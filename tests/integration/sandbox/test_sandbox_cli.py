@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,41 +13,9 @@ from luma_provider.sandbox import LumaSandbox, SandboxAdmin
 
 
 @pytest.fixture
-def cli_sandbox(tmp_path: Path):
-    port_file = tmp_path / "sandbox.url"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "luma_provider.sandbox",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--api-key",
-            "cli-key",
-            "--time-scale",
-            "0",
-            "--tasks-shape",
-            "newapi-wrapper",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not port_file.exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "CLI sandbox did not start"
-            time.sleep(0.05)
-        yield proc, port_file.read_text().strip()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def cli_sandbox(cli_sandbox_process):
+    with cli_sandbox_process("--time-scale", "0", "--tasks-shape", "newapi-wrapper") as started:
+        yield started
 
 
 def test_cli_serves_and_stops_on_sigterm(cli_sandbox) -> None:
