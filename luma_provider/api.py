@@ -36,6 +36,7 @@ from luma_provider.connection_fields import (
     DEFAULT_DOWNLOAD_STALL_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_STATUS_CONCURRENCY,
     DEFAULT_TIMEOUT,
     OFFICIAL_PATH,
     ConnectionField,
@@ -134,6 +135,7 @@ class ConnectionSettings:
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     batch_size: int = DEFAULT_BATCH_SIZE
+    status_concurrency: int = DEFAULT_STATUS_CONCURRENCY
     path_prefix: str = ""
     verify_ssl: bool = True
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
@@ -667,6 +669,16 @@ def get_flow(generation_id: str) -> Flow[LumaGeneration]:
     """``GET /luma/generations/{id}``."""
     result = yield Request("get", "GET", f"/luma/generations/{generation_id}", parse=parse_generation)
     return cast(LumaGeneration, result)
+
+
+def get_if_found_flow(
+    generation_id: str, get: Callable[[str], Flow[LumaGeneration]]
+) -> Flow[LumaGeneration | None]:
+    """One id's status through ``get``; None when it is unknown (the poller serves many waits)."""
+    try:
+        return (yield from get(generation_id))
+    except LumaNotFoundError:
+        return None
 
 
 # ----------------------------------------------------------------------------- official flows

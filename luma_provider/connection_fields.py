@@ -14,6 +14,8 @@ DEFAULT_CONN_ID = "luma_default"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BATCH_SIZE = 100
+#: Status GETs in flight at once where there is no batch route (measured in BENCHMARKS.md).
+DEFAULT_STATUS_CONCURRENCY = 8
 #: Seconds a download may go without receiving a byte (a whole video may take much longer).
 DEFAULT_DOWNLOAD_STALL_TIMEOUT = 60.0
 #: Largest API reply accepted, after decompression.
@@ -75,6 +77,15 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         DEFAULT_BATCH_SIZE,
         "Batch status chunk size",
         f"Ids per POST /luma/tasks request. Default {DEFAULT_BATCH_SIZE}.",
+        minimum=1,
+    ),
+    ConnectionField(
+        "status_concurrency",
+        "integer",
+        DEFAULT_STATUS_CONCURRENCY,
+        "Concurrent status lookups",
+        "Status GETs in flight at once where there is no batch route (the official API, gateways "
+        f"without POST /luma/tasks). Default {DEFAULT_STATUS_CONCURRENCY}.",
         minimum=1,
     ),
     ConnectionField(

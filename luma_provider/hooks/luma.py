@@ -8,12 +8,15 @@ operation is a flow from there, run by ``api.drive`` (sync) or ``api.adrive`` (a
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import re
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -99,6 +102,7 @@ class LumaHook(BaseHook):
         self._batch = api.BatchSupport()
         #: HTTP requests this hook sent (every attempt), for logs, tests and benchmarks.
         self.requests_sent = 0
+        self._count_lock = threading.Lock()  # status GETs may run in threads
 
     # ------------------------------------------------------------------ connection
     def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> api.ConnectionSettings:
@@ -281,8 +285,36 @@ class LumaHook(BaseHook):
         return self._drive(api.get_flow(generation_id))
 
     def get_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
-        """Status of many generations in input order, via ``POST /luma/tasks`` in chunks."""
-        return self._drive(self._get_many(ids, self.settings))
+        """Status of many generations in input order, via ``POST /luma/tasks`` in chunks.
+
+        Without a batch route (official API, some gateways), one GET per id with up to
+        ``status_concurrency`` in flight (threads sharing the session's connection pool).
+        """
+        settings = self.settings
+        ids = _unique_ids(ids)
+        if not self._per_id_gets(settings):
+            return self._drive(self._get_many(ids, settings))
+        get = self._single_get(settings)
+        _ = self.session  # created once, before the threads share it
+        pending = iter(ids)
+        found: dict[str, LumaGeneration] = {}
+        stop = threading.Event()
+
+        def worker() -> None:
+            for gen_id in pending:  # a shared iterator: each id is taken by exactly one worker
+                if stop.is_set():
+                    return
+                found[gen_id] = self._drive(get(gen_id))
+
+        count = max(1, min(settings.status_concurrency, len(ids)))
+        with concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="luma-status") as pool:
+            workers = [pool.submit(worker) for _ in range(count)]
+            try:
+                for done in concurrent.futures.as_completed(workers):
+                    done.result()
+            finally:  # one failure stops the others after their current request
+                stop.set()
+        return [found[gen_id] for gen_id in ids]
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
@@ -339,7 +371,27 @@ class LumaHook(BaseHook):
     ) -> list[LumaGeneration]:
         """Async twin of ``get_generations``; ``skip_missing`` leaves unknown ids out instead of raising."""
         settings = await self.aget_settings()
-        return await self._adrive(self._get_many(ids, settings, skip_missing=skip_missing))
+        ids = _unique_ids(ids)
+        if not self._per_id_gets(settings):
+            return await self._adrive(self._get_many(ids, settings, skip_missing=skip_missing))
+        get = self._single_get(settings)
+        pending = iter(ids)
+        found: dict[str, LumaGeneration | None] = {}
+
+        async def worker() -> None:
+            for gen_id in pending:  # a shared iterator: each id is taken by exactly one worker
+                flow = api.get_if_found_flow(gen_id, get) if skip_missing else get(gen_id)
+                found[gen_id] = await self._adrive(flow)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(settings.status_concurrency, len(ids)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:  # one failure (or cancellation) stops the rest
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return [gen for gen_id in ids if (gen := found.get(gen_id)) is not None]
 
     async def acancel_unfinished(self, ids: Iterable[str], *, log: Any = None) -> list[str]:
         """Cancel every generation of ``ids`` not finished yet (official flavour; else nothing).
@@ -375,18 +427,17 @@ class LumaHook(BaseHook):
             await self._aiohttp_session.close()
             self._aiohttp_session = None
 
+    def _per_id_gets(self, settings: api.ConnectionSettings) -> bool:
+        """No batch status route (known after the first 404 on a gateway): one GET per id."""
+        return settings.official or self._batch.available is False
+
+    @staticmethod
+    def _single_get(settings: api.ConnectionSettings) -> Callable[[str], api.Flow[LumaGeneration]]:
+        return api.official_get_flow if settings.official else api.get_flow
+
     def _get_many(
-        self, ids: Iterable[str], settings: api.ConnectionSettings, skip_missing: bool = False
+        self, ids: list[str], settings: api.ConnectionSettings, skip_missing: bool = False
     ) -> api.Flow[list[LumaGeneration]]:
-        ids = [api.validate_generation_id(i, "ids") for i in ids]
-        if settings.official:  # no batch route: one GET per id
-            return api.get_many_flow(
-                ids,
-                settings.batch_size,
-                api.BatchSupport(available=False),
-                skip_missing=skip_missing,
-                get=api.official_get_flow,
-            )
         return api.get_many_flow(ids, settings.batch_size, self._batch, skip_missing=skip_missing)
 
     def _options(self, prompt: str | api.GenerationOptions, options: dict[str, Any]) -> api.GenerationOptions:
@@ -438,7 +489,8 @@ class LumaHook(BaseHook):
     def _send_once(self, request: api.Request) -> Any:
         settings = self.settings
         url = settings.url(request.path)
-        self.requests_sent += 1
+        with self._count_lock:
+            self.requests_sent += 1
         # ``timeout`` bounds the whole request: every read gets only what is left of it.
         deadline = time.monotonic() + settings.timeout
         try:
@@ -682,6 +734,10 @@ class LumaHook(BaseHook):
             "relabeling": behaviour["relabeling"],
             "placeholders": behaviour["placeholders"],
         }
+
+
+def _unique_ids(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(api.validate_generation_id(i, "ids") for i in ids))
 
 
 def _mask(secret: str | None) -> None:

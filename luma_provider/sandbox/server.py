@@ -550,6 +550,7 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[FAULT_KEY] = rule
     auth_ok: bool | None = None
     status: int | str = "error"  # kept if the handler raises or the client goes away
+    sb.stats.begin(route)
     try:
         resp: web.StreamResponse | None = None
         processes = (

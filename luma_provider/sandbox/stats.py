@@ -27,9 +27,18 @@ class Stats:
         self.by_status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_LIMIT)
+        #: Requests being handled now, and the most ever handled at once, per route: shows
+        #: whether a client keeps its concurrency bound.
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()
         #: Official flavour: every ``callback_url`` POST attempt (the last RECENT_LIMIT of them).
         self.callback_attempts = 0
         self.callbacks: deque[dict[str, Any]] = deque(maxlen=RECENT_LIMIT)
+
+    def begin(self, route: str) -> None:
+        """A request for ``route`` started (``record`` ends it)."""
+        self.in_flight[route] += 1
+        self.peak_in_flight[route] = max(self.peak_in_flight[route], self.in_flight[route])
 
     def record(
         self,
@@ -43,6 +52,8 @@ class Stats:
     ) -> None:
         """Count one finished request; ``status`` is ``"reset"`` when the connection was dropped."""
         self.total += 1
+        if self.in_flight[route] > 0:
+            self.in_flight[route] -= 1
         self.by_route[route] += 1
         self.by_status[str(status)] += 1
         if fault:
@@ -90,6 +101,7 @@ class Stats:
             "by_route": dict(self.by_route),
             "by_status": dict(self.by_status),
             "faults_applied": dict(self.faults),
+            "peak_in_flight": dict(self.peak_in_flight),
             "recent": list(self.recent),
             "callback_attempts": self.callback_attempts,
             "callbacks": list(self.callbacks),
