@@ -788,6 +788,191 @@ def audio_body(prompt: Any, *, negative_prompt: Any = None, callback_url: Any = 
     return body
 
 
+#: ``mode`` of ``POST /generations/video/modify``: how closely the result follows the source
+#: video (``adhere``), loosens it (``flex``) or re-imagines it (``reimagine``), 1 = least change.
+MODIFY_MODES = tuple(f"{kind}_{level}" for kind in ("adhere", "flex", "reimagine") for level in (1, 2, 3))
+DEFAULT_MODIFY_MODE = "flex_1"
+#: The optional integer geometry of a reframe: where the source sits in the new frame
+#: (``grid_position_x/y``), its resized size (``resized_width/height``) and crop bounds.
+REFRAME_GEOMETRY = (
+    "grid_position_x",
+    "grid_position_y",
+    "resized_width",
+    "resized_height",
+    "x_start",
+    "x_end",
+    "y_start",
+    "y_end",
+)
+#: The longest side, in pixels, a reframe geometry value may name (a typo guard, not an API limit).
+MAX_REFRAME_PIXELS = 16384
+
+
+def modify_video_body(
+    media_url: Any,
+    prompt: Any = None,
+    *,
+    mode: Any = DEFAULT_MODIFY_MODE,
+    model: Any = None,
+    first_frame_url: Any = None,
+    callback_url: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The body of an official video modify (``POST /generations/video/modify``).
+
+    :param media_url: http(s) URL of the video to modify (``media.url``).
+    :param prompt: what the modified video should show (optional, as in the API).
+    :param mode: one of :data:`MODIFY_MODES` (``flex_1`` when empty).
+    :param model: ``ray-2`` (default) or ``ray-flash-2``.
+    :param first_frame_url: http(s) URL of an image the result starts from (``first_frame.url``).
+    :param callback_url: where Luma POSTs the generation when dreaming, completed or failed.
+    """
+    if options:
+        raise LumaValidationError(
+            sorted(options)[0],
+            "is not a modify option; allowed: prompt, mode, model, first_frame_url, callback_url",
+        )
+    body: dict[str, Any] = {
+        "generation_type": "modify_video",
+        "media": {"url": _required_url("media_url", media_url)},
+        "mode": _choice("mode", mode, MODIFY_MODES) or DEFAULT_MODIFY_MODE,
+        "model": _choice("model", model, tuple(OFFICIAL_MODELS)) or DEFAULT_OFFICIAL_MODEL,
+    }
+    _add_common_edit_fields(body, prompt=prompt, first_frame_url=first_frame_url, callback_url=callback_url)
+    return body
+
+
+def reframe_video_body(
+    media_url: Any,
+    aspect_ratio: Any,
+    *,
+    prompt: Any = None,
+    model: Any = None,
+    first_frame_url: Any = None,
+    callback_url: Any = None,
+    **geometry: Any,
+) -> dict[str, Any]:
+    """The body of an official video reframe (``POST /generations/video/reframe``).
+
+    :param media_url: http(s) URL of the video to reframe (``media.url``).
+    :param aspect_ratio: the new aspect ratio (required): ``1:1``, ``4:3``, ``3:4``, ``16:9``,
+        ``9:16``, ``21:9``, ``9:21``.
+    :param prompt: what the added areas should show (optional).
+    :param model: ``ray-2`` (default) or ``ray-flash-2``.
+    :param first_frame_url: http(s) URL of an image the result starts from (``first_frame.url``).
+    :param callback_url: where Luma POSTs the generation when dreaming, completed or failed.
+    :param geometry: the integer fields of :data:`REFRAME_GEOMETRY`, in pixels.
+    """
+    body = _reframe_body("reframe_video", media_url, aspect_ratio, model, OFFICIAL_MODELS, geometry)
+    _add_common_edit_fields(body, prompt=prompt, first_frame_url=first_frame_url, callback_url=callback_url)
+    return body
+
+
+def reframe_image_body(
+    media_url: Any,
+    aspect_ratio: Any,
+    *,
+    prompt: Any = None,
+    model: Any = None,
+    format: Any = None,
+    callback_url: Any = None,
+    **geometry: Any,
+) -> dict[str, Any]:
+    """The body of an official image reframe (``POST /generations/image/reframe``).
+
+    :param media_url: http(s) URL of the image to reframe (``media.url``).
+    :param aspect_ratio: the new aspect ratio (required), as in :func:`reframe_video_body`.
+    :param prompt: what the added areas should show (optional).
+    :param model: ``photon-1`` (default) or ``photon-flash-1``.
+    :param format: ``jpg`` or ``png``.
+    :param callback_url: where Luma POSTs the generation when it is done.
+    :param geometry: the integer fields of :data:`REFRAME_GEOMETRY`, in pixels.
+    """
+    body = _reframe_body("reframe_image", media_url, aspect_ratio, model, IMAGE_MODELS, geometry)
+    fmt = _choice("format", format, IMAGE_FORMATS)
+    if fmt:
+        body["format"] = fmt
+    _add_common_edit_fields(body, prompt=prompt, first_frame_url=None, callback_url=callback_url)
+    return body
+
+
+def _reframe_body(
+    generation_type: str,
+    media_url: Any,
+    aspect_ratio: Any,
+    model: Any,
+    models: Iterable[str],
+    geometry: dict[str, Any],
+) -> dict[str, Any]:
+    allowed = tuple(models)
+    ratio = _choice("aspect_ratio", aspect_ratio, OFFICIAL_ASPECT_RATIOS)
+    if ratio is None:
+        raise LumaValidationError("aspect_ratio", f"is required; one of {', '.join(OFFICIAL_ASPECT_RATIOS)}")
+    unknown = sorted(set(geometry) - set(REFRAME_GEOMETRY))
+    if unknown:
+        extra = "first_frame_url, " if generation_type == "reframe_video" else "format, "
+        raise LumaValidationError(
+            unknown[0],
+            f"is not a reframe option; allowed: prompt, model, {extra}callback_url, "
+            f"{', '.join(REFRAME_GEOMETRY)}",
+        )
+    body: dict[str, Any] = {
+        "generation_type": generation_type,
+        "media": {"url": _required_url("media_url", media_url)},
+        "aspect_ratio": ratio,
+        "model": _choice("model", model, allowed) or allowed[0],
+    }
+    for name in REFRAME_GEOMETRY:  # documented order, whatever order they were given in
+        value = geometry.get(name)
+        if value not in (None, ""):
+            body[name] = _pixels(name, value)
+    for axis in ("x", "y"):
+        start, end = body.get(f"{axis}_start"), body.get(f"{axis}_end")
+        if start is not None and end is not None and end <= start:
+            raise LumaValidationError(
+                f"{axis}_end", f"must be greater than {axis}_start ({start}), got {end}"
+            )
+    for name in ("resized_width", "resized_height"):
+        if body.get(name) == 0:
+            raise LumaValidationError(name, "must be at least 1 pixel, got 0")
+    return body
+
+
+def _pixels(name: str, value: Any) -> int:
+    """A whole number of pixels: an int, or a string of one (templated values); no bools or floats."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,6}\s*", value):
+        number = int(value)
+    minimum = -MAX_REFRAME_PIXELS if name.startswith("grid_position") else 0
+    if number is None or not minimum <= number <= MAX_REFRAME_PIXELS:
+        raise LumaValidationError(
+            name,
+            f"must be a whole number of pixels from {minimum} to {MAX_REFRAME_PIXELS}, got {_short(value)}",
+        )
+    return number
+
+
+def _required_url(name: str, value: Any) -> str:
+    if value in (None, ""):
+        raise LumaValidationError(name, "is required: the http(s) URL of the source media")
+    return _http_url(name, value.strip() if isinstance(value, str) else value)
+
+
+def _add_common_edit_fields(
+    body: dict[str, Any], *, prompt: Any, first_frame_url: Any, callback_url: Any
+) -> None:
+    """``prompt``, ``first_frame`` and ``callback_url`` of a modify/reframe, when given."""
+    if prompt not in (None, ""):
+        body["prompt"] = validate_prompt(prompt)
+    if first_frame_url not in (None, ""):
+        url = first_frame_url.strip() if isinstance(first_frame_url, str) else first_frame_url
+        body["first_frame"] = {"url": _http_url("first_frame_url", url)}
+    if callback_url not in (None, ""):
+        body["callback_url"] = _http_url("callback_url", callback_url)
+
+
 def _json_checked(body: dict[str, Any]) -> dict[str, Any]:
     try:
         json.dumps(body, allow_nan=False)

@@ -277,6 +277,118 @@ class LumaHook(BaseHook):
         path = f"/generations/{generation_id}/audio"
         return self._drive(api.official_post_flow("audio", path, body))
 
+    def modify_video(
+        self,
+        media_url: str,
+        prompt: str | None = None,
+        *,
+        mode: str = api.DEFAULT_MODIFY_MODE,
+        model: str | None = None,
+        first_frame_url: str | None = None,
+        callback_url: str | None = None,
+        **extra: Any,
+    ) -> LumaGeneration:
+        """Restyle or edit a video (official ``POST /generations/video/modify``); a new, paid video.
+
+        :param media_url: http(s) URL of the source video (``media.url``), e.g. a completed
+            generation's ``video_url``.
+        :param prompt: what the modified video should show (optional, as in the API).
+        :param mode: how far the result may depart from the source: ``adhere_1``..``adhere_3``
+            (closest), ``flex_1``..``flex_3``, ``reimagine_1``..``reimagine_3`` (freest);
+            default ``flex_1``.
+        :param model: ``ray-2`` (default) or ``ray-flash-2``.
+        :param first_frame_url: http(s) URL of an image the modified video starts from.
+        :param callback_url: Luma POSTs the generation there when dreaming, completed or failed.
+        :param extra: nothing else is accepted: an unknown keyword is a ``LumaValidationError``.
+        """
+        self._require_official("modify_video")
+        body = api.modify_video_body(
+            media_url,
+            prompt,
+            mode=mode,
+            model=model,
+            first_frame_url=first_frame_url,
+            callback_url=callback_url,
+            **extra,
+        )
+        generation = self._drive(api.official_post_flow("modify", "/generations/video/modify", body))
+        self.log.info("Luma accepted video modification %s (mode %s)", generation.id, body["mode"])
+        return generation
+
+    def reframe_video(
+        self,
+        media_url: str,
+        aspect_ratio: str,
+        *,
+        prompt: str | None = None,
+        model: str | None = None,
+        first_frame_url: str | None = None,
+        callback_url: str | None = None,
+        **geometry: Any,
+    ) -> LumaGeneration:
+        """Change a video's aspect ratio (official ``POST /generations/video/reframe``); a new, paid video.
+
+        :param media_url: http(s) URL of the source video (``media.url``).
+        :param aspect_ratio: the new ratio (required): ``1:1``, ``4:3``, ``3:4``, ``16:9``, ``9:16``,
+            ``21:9``, ``9:21``.
+        :param prompt: what the areas added around the source should show (optional).
+        :param model: ``ray-2`` (default) or ``ray-flash-2``.
+        :param first_frame_url: http(s) URL of an image the reframed video starts from.
+        :param callback_url: Luma POSTs the generation there when dreaming, completed or failed.
+        :param geometry: optional whole pixel values: ``grid_position_x``, ``grid_position_y``
+            (where the source sits in the new frame), ``resized_width``, ``resized_height``
+            (the source's size in it), ``x_start``, ``x_end``, ``y_start``, ``y_end`` (crop
+            bounds); any other keyword is a ``LumaValidationError``.
+        """
+        self._require_official("reframe_video")
+        body = api.reframe_video_body(
+            media_url,
+            aspect_ratio,
+            prompt=prompt,
+            model=model,
+            first_frame_url=first_frame_url,
+            callback_url=callback_url,
+            **geometry,
+        )
+        generation = self._drive(api.official_post_flow("reframe_video", "/generations/video/reframe", body))
+        self.log.info("Luma accepted video reframe %s (%s)", generation.id, body["aspect_ratio"])
+        return generation
+
+    def reframe_image(
+        self,
+        media_url: str,
+        aspect_ratio: str,
+        *,
+        prompt: str | None = None,
+        model: str | None = None,
+        format: str | None = None,
+        callback_url: str | None = None,
+        **geometry: Any,
+    ) -> LumaGeneration:
+        """Change an image's aspect ratio (official ``POST /generations/image/reframe``); a new image.
+
+        :param media_url: http(s) URL of the source image (``media.url``).
+        :param aspect_ratio: the new ratio (required), as in ``reframe_video``.
+        :param prompt: what the areas added around the source should show (optional).
+        :param model: ``photon-1`` (default) or ``photon-flash-1``.
+        :param format: ``jpg`` or ``png``: the result's file format.
+        :param callback_url: Luma POSTs the generation there when it is done.
+        :param geometry: as in ``reframe_video``.
+        """
+        self._require_official("reframe_image")
+        body = api.reframe_image_body(
+            media_url,
+            aspect_ratio,
+            prompt=prompt,
+            model=model,
+            format=format,
+            callback_url=callback_url,
+            **geometry,
+        )
+        generation = self._drive(api.official_post_flow("reframe_image", "/generations/image/reframe", body))
+        self.log.info("Luma accepted image reframe %s (%s)", generation.id, body["aspect_ratio"])
+        return generation
+
     def get_generation(self, generation_id: str) -> LumaGeneration:
         """Current status of one generation."""
         generation_id = api.validate_generation_id(generation_id)

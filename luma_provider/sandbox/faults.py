@@ -7,7 +7,7 @@ A rule is a JSON object::
 
 * ``route`` - submit | get | extend | tasks | download_url | media | ``*`` (any of them); the
   official flavour's routes are submit (video create) | get | list | delete | credits | image |
-  upscale | audio | ping | concepts;
+  upscale | audio | modify | reframe_video | reframe_image | ping | concepts;
 * ``times`` - how many matching requests the rule hits before it is used up (default 1);
 * ``skip`` - let the first *k* matching requests through untouched (default 0);
 * ``after_processing`` - run the real handler first (so a submit *does* create the
@@ -47,6 +47,9 @@ ROUTES = (
     "image",
     "upscale",
     "audio",
+    "modify",
+    "reframe_video",
+    "reframe_image",
     "ping",
     "concepts",
     "*",

@@ -3,7 +3,8 @@
 The ``media/`` folder holds a few tiny real H.264 MP4 clips (320x180, 3 s, made with
 ffmpeg's lavfi test sources) and matching JPEG thumbnails / last frames. A clip is
 picked by a stable hash of the generation id, so a gallery of several generations
-does not show the same video everywhere.
+does not show the same video everywhere. Image generations that ask for ``png`` get a real
+PNG (:func:`png_bytes`), drawn here rather than shipped.
 
 The width, height and duration the gateway reports are read from the clip's own MP4
 headers (:func:`clip_info`), so they stay true if the clips are ever replaced.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -109,6 +111,45 @@ def thumbnail_bytes(gen_id: str) -> bytes:
 
 def last_frame_bytes(gen_id: str) -> bytes:
     return _read(f"last_{clip_index(gen_id)}.jpg")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Size of the PNG images served, the clips' own 320x180.
+PNG_SIZE = (320, 180)
+
+
+def png_bytes(gen_id: str) -> bytes:
+    """A real PNG (8-bit RGB, 320x180) for an image generation that asked for ``format: png``."""
+    return _png(clip_index(gen_id))
+
+
+@cache
+def _png(index: int) -> bytes:
+    # A gradient tinted per clip index: different images for different ids, all valid PNGs.
+    width, height = PNG_SIZE
+    red = bytes(x * 255 // (width - 1) for x in range(width))
+    rows = bytearray()
+    for y in range(height):
+        green, blue = y * 255 // (height - 1), (index * 64 + 32) % 256
+        rows.append(0)  # filter type 0 (None) for every scanline
+        for r in red:
+            rows += bytes((r, green, blue))
+    return encode_png(width, height, bytes(rows))
+
+
+def encode_png(width: int, height: int, scanlines: bytes) -> bytes:
+    """PNG file bytes for 8-bit RGB ``scanlines`` (each row: a filter byte, then ``width`` pixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # depth 8, colour type 2 (RGB)
+    return (
+        PNG_SIGNATURE
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(scanlines, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,9 @@ All routes live under ``/dream-machine/v1`` and need ``Authorization: Bearer <ap
   ``sync: true`` answers once the image is done, at most ``sync_timeout`` seconds later);
 * ``POST /generations/{id}/upscale`` and ``POST /generations/{id}/audio`` -> 201, a new video
   generation made from a completed video;
+* ``POST /generations/video/modify``, ``POST /generations/video/reframe`` -> 201, a new video
+  generation made from ``media.url``; ``POST /generations/image/reframe`` -> 201, a new image
+  (these bodies *require* ``generation_type``: ``modify_video``, ``reframe_video``, ``reframe_image``);
 * ``GET /generations/{id}``; ``DELETE /generations/{id}`` -> 204 without a body (the id then 404s);
 * ``GET /generations?limit=&offset=`` -> ``{generations, count, has_more, limit, offset}``, newest first;
 * ``GET /generations/concepts/list`` -> the concept keys (:data:`CONCEPTS`).
@@ -17,7 +20,8 @@ A ``Generation`` is ``queued`` for ``queue_seconds``, ``dreaming`` for ``process
 times ``time_scale``; ``#slow`` and ``#fail`` work as in the gateway flavour), then ``completed``
 or ``failed``. While dreaming, a video has ``assets.progress_video``; when completed
 ``assets.video`` (an MP4 of the fake CDN) and ``assets.image`` (its thumbnail), an image just
-``assets.image``. ``request`` echoes the create body in the official field names.
+``assets.image`` (a JPEG, or a PNG with a ``.png`` URL when the body asked for ``format: png``).
+``request`` echoes the create body in the official field names.
 
 Bodies are validated like the real API: wrong shapes, types and enum values are 422, references
 that do not work (an unknown generation or concept, a source that is not a completed video) are
@@ -69,6 +73,18 @@ ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 DURATIONS = ("5s", "9s")
 IMAGE_FORMATS = ("jpg", "png")
+MODIFY_MODES = tuple(f"{kind}_{level}" for kind in ("adhere", "flex", "reimagine") for level in (1, 2, 3))
+#: The optional integer fields of a reframe body.
+REFRAME_GEOMETRY = (
+    "grid_position_x",
+    "grid_position_y",
+    "resized_width",
+    "resized_height",
+    "x_start",
+    "x_end",
+    "y_start",
+    "y_end",
+)
 #: Camera-motion concepts ``GET /generations/concepts/list`` offers.
 CONCEPTS = (
     "aerial",
@@ -111,7 +127,9 @@ GATEWAY_ONLY_FIELDS = {
 #: What a create costs, in USD cents (plausible figures in the spirit of Luma's API price list,
 #: not a quote). A video costs ``VIDEO_5S_540P[model] * RESOLUTION_FACTOR * DURATION_FACTOR``
 #: (the factors follow the pixel count and the length); an image ``IMAGE[model]``; an upscale
-#: ``UPSCALE[resolution] * DURATION_FACTOR[source duration]``; adding audio ``AUDIO``.
+#: ``UPSCALE[resolution] * DURATION_FACTOR[source duration]``; adding audio ``AUDIO``; a modify
+#: or reframe ``MODIFY_VIDEO`` / ``REFRAME_VIDEO`` / ``REFRAME_IMAGE`` of the model (the source is
+#: a URL, so its length is unknown).
 COSTS: dict[str, Any] = {
     "VIDEO_5S_540P": {"ray-2": 40.0, "ray-flash-2": 14.0},
     "RESOLUTION_FACTOR": {"540p": 1.0, "720p": 2.0, "1080p": 4.5, "4k": 18.0},
@@ -119,6 +137,9 @@ COSTS: dict[str, Any] = {
     "IMAGE": {"photon-1": 1.5, "photon-flash-1": 0.4},
     "UPSCALE": {"540p": 5.0, "720p": 10.0, "1080p": 25.0, "4k": 90.0},
     "AUDIO": 10.0,
+    "MODIFY_VIDEO": {"ray-2": 60.0, "ray-flash-2": 20.0},
+    "REFRAME_VIDEO": {"ray-2": 50.0, "ray-flash-2": 18.0},
+    "REFRAME_IMAGE": {"photon-1": 2.0, "photon-flash-1": 0.6},
 }
 DEFAULT_RESOLUTION = "720p"
 DEFAULT_DURATION = "5s"
@@ -158,6 +179,11 @@ def error_body_for_status(status: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rendering
 
 
+def image_format(gen: Generation) -> str:
+    """The file format of an image generation's result: ``png`` when asked for, else ``jpg``."""
+    return "png" if gen.kind == "image" and gen.request.get("format") == "png" else "jpg"
+
+
 def render(gen: Generation, *, state: str | None = None) -> dict[str, Any]:
     """The official ``Generation`` object; ``state`` (a base state) overrides the clock."""
     base_state = state or gen.phase()[0]
@@ -168,7 +194,7 @@ def render(gen: Generation, *, state: str | None = None) -> dict[str, Any]:
     elif base_state == COMPLETED and gen.kind == "video":
         assets = {"video": f"{media}.mp4", "image": f"{media}.jpg"}  # the image is the thumbnail
     elif base_state == COMPLETED:
-        assets = {"image": f"{media}.jpg"}
+        assets = {"image": f"{media}.{image_format(gen)}"}
     return {
         "id": gen.id,
         "generation_type": gen.kind,
@@ -415,11 +441,91 @@ def validate_audio(body: Any) -> dict[str, Any]:
     return request
 
 
+def _required_type(body: dict[str, Any], expected: str) -> None:
+    # Unlike the video/image creates, the modify and reframe bodies require generation_type.
+    if body.get("generation_type") is None:
+        raise OfficialError(422, f"'generation_type' is required; it must be {expected!r} on this route")
+    _generation_type(body, expected)
+
+
+def _media(body: dict[str, Any], name: str, *, required: bool = False) -> dict[str, str] | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise OfficialError(422, f"'{name}' is required: an object {{'url': <http(s) URL>}}")
+        return None
+    if not isinstance(value, dict) or "url" not in value:
+        raise OfficialError(422, f"'{name}' must be an object {{'url': <http(s) URL>}}; got {value!r}")
+    return {"url": _url(value["url"], f"{name}.url")}
+
+
+def _optional_prompt(body: dict[str, Any], request: dict[str, Any]) -> None:
+    if body.get("prompt") is not None:
+        request["prompt"] = _string(body, "prompt", required=True)
+
+
+def validate_modify(body: Any) -> dict[str, Any]:
+    """The ``request`` echo of a valid ``POST /generations/video/modify`` body."""
+    body = _object(body)
+    _required_type(body, "modify_video")
+    request: dict[str, Any] = {
+        "generation_type": "modify_video",
+        "media": _media(body, "media", required=True),
+        "mode": _choice(body, "mode", MODIFY_MODES, required=True),
+        "model": _choice(body, "model", VIDEO_MODELS, required=True),
+    }
+    first_frame = _media(body, "first_frame")
+    if first_frame:
+        request["first_frame"] = first_frame
+    _optional_prompt(body, request)
+    callback = _callback(body)
+    if callback:
+        request["callback_url"] = callback
+    return request
+
+
+def validate_reframe(body: Any, kind: str) -> dict[str, Any]:
+    """The ``request`` echo of a valid reframe body; ``kind`` is ``video`` or ``image``."""
+    body = _object(body)
+    generation_type = f"reframe_{kind}"
+    _required_type(body, generation_type)
+    request: dict[str, Any] = {
+        "generation_type": generation_type,
+        "media": _media(body, "media", required=True),
+        "aspect_ratio": _choice(body, "aspect_ratio", ASPECT_RATIOS, required=True),
+        "model": _choice(body, "model", VIDEO_MODELS if kind == "video" else IMAGE_MODELS, required=True),
+    }
+    if kind == "video":
+        first_frame = _media(body, "first_frame")
+        if first_frame:
+            request["first_frame"] = first_frame
+    elif body.get("format") is not None:
+        request["format"] = _choice(body, "format", IMAGE_FORMATS)
+    _optional_prompt(body, request)
+    for name in REFRAME_GEOMETRY:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OfficialError(422, f"'{name}' must be an integer; got {value!r}")
+        request[name] = value
+    for axis in ("x", "y"):
+        start, end = request.get(f"{axis}_start"), request.get(f"{axis}_end")
+        if start is not None and end is not None and end <= start:
+            raise OfficialError(422, f"'{axis}_end' must be greater than '{axis}_start'; got {start}..{end}")
+    callback = _callback(body)
+    if callback:
+        request["callback_url"] = callback
+    return request
+
+
 def cost(request: dict[str, Any], source: Generation | None = None) -> float:
     """USD cents a create costs (see :data:`COSTS`)."""
     kind = request["generation_type"]
     if kind == "image":
         return float(COSTS["IMAGE"][request["model"]])
+    if kind in ("modify_video", "reframe_video", "reframe_image"):
+        return float(COSTS[kind.upper()][request["model"]])
     if kind == "add_audio":
         return float(COSTS["AUDIO"])
     if kind == "upscale_video":

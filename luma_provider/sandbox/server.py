@@ -41,7 +41,16 @@ from luma_provider.sandbox.stats import Stats
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Routes that create generations; a fault hitting them *before* processing must not.
-MUTATING_ROUTES = ("submit", "extend", "image", "upscale", "audio")
+MUTATING_ROUTES = (
+    "submit",
+    "extend",
+    "image",
+    "upscale",
+    "audio",
+    "modify",
+    "reframe_video",
+    "reframe_image",
+)
 PREFIXES = ("", "/pro", "/vip")
 
 
@@ -285,7 +294,7 @@ def _official_lookup(sb: SandboxState, gen_id: str) -> Generation:
 
 
 async def _official_create(request: web.Request, kind: str) -> web.Response:
-    """Video, image, upscale and audio creates: validate, charge, store, schedule callbacks."""
+    """Every official create (video, image, upscale, audio, modify, reframe): validate, charge, store."""
     sb = _sb(request)
     try:
         body = await _official_json(request)
@@ -294,6 +303,10 @@ async def _official_create(request: web.Request, kind: str) -> web.Response:
             req = official.validate_video(body, sb.store)
         elif kind == "image":
             req = official.validate_image(body)
+        elif kind == "modify":
+            req = official.validate_modify(body)
+        elif kind in ("reframe_video", "reframe_image"):
+            req = official.validate_reframe(body, kind.removeprefix("reframe_"))
         else:
             req = official.validate_upscale(body) if kind == "upscale" else official.validate_audio(body)
             source = official.source_video(sb.store, request.match_info["gen_id"], "id")
@@ -311,7 +324,7 @@ async def _official_create(request: web.Request, kind: str) -> web.Response:
         sb.store,
         sb.config,
         req,
-        kind="image" if kind == "image" else "video",
+        kind="image" if kind in ("image", "reframe_image") else "video",
         model=model,
         prompt=str(req.get("prompt") or ""),
         base_url=_base_url(request),
@@ -344,6 +357,21 @@ async def official_upscale(request: web.Request) -> web.Response:
 @_named("audio", "official")
 async def official_audio(request: web.Request) -> web.Response:
     return await _official_create(request, "audio")
+
+
+@_named("modify", "official")
+async def official_modify(request: web.Request) -> web.Response:
+    return await _official_create(request, "modify")
+
+
+@_named("reframe_video", "official")
+async def official_reframe_video(request: web.Request) -> web.Response:
+    return await _official_create(request, "reframe_video")
+
+
+@_named("reframe_image", "official")
+async def official_reframe_image(request: web.Request) -> web.Response:
+    return await _official_create(request, "reframe_image")
 
 
 @_named("get", "official")
@@ -411,13 +439,19 @@ async def media_file(request: web.Request) -> web.Response:
     for suffix, reader, content_type in (
         ("_last_frame.jpg", media.last_frame_bytes, "image/jpeg"),
         (".jpg", media.thumbnail_bytes, "image/jpeg"),
+        (".png", media.png_bytes, "image/png"),  # official image generations with format: png
         ("_progress.mp4", media.video_bytes, "video/mp4"),  # official assets.progress_video
         (".mp4", media.video_bytes, "video/mp4"),
     ):
         if name.endswith(suffix):
             gen = _sb(request).store.get(name[: -len(suffix)])
             ready = (PROCESSING, COMPLETED) if suffix == "_progress.mp4" else (COMPLETED,)
-            if gen is None or gen.state not in ready or (gen.kind == "image" and suffix != ".jpg"):
+            if gen is None or gen.state not in ready:
+                break
+            # an image generation has just its image, in the format it asked for; a video no PNG
+            if gen.kind == "image" and suffix != f".{official.image_format(gen)}":
+                break
+            if gen.kind != "image" and suffix == ".png":
                 break
             headers = {"Cache-Control": "public, max-age=3600"}
             if request.query.get("raw"):
@@ -629,6 +663,9 @@ def create_app(config: SandboxConfig | None = None, state: SandboxState | None =
     app.router.add_post(f"{v1}/generations/video", official_video)
     app.router.add_post(f"{v1}/generations", official_video)  # the older create route (OpenAPI v1.1.0)
     app.router.add_post(f"{v1}/generations/image", official_image)
+    app.router.add_post(f"{v1}/generations/image/reframe", official_reframe_image)
+    app.router.add_post(f"{v1}/generations/video/modify", official_modify)
+    app.router.add_post(f"{v1}/generations/video/reframe", official_reframe_video)
     app.router.add_get(f"{v1}/generations", official_list)
     app.router.add_get(f"{v1}/generations/concepts/list", official_concepts)
     app.router.add_get(f"{v1}/generations/{{gen_id}}", official_get)

@@ -268,6 +268,9 @@ def test_image_generation_has_no_video(api) -> None:
         ("ping", "GET", f"{V1}/ping"),
         ("concepts", "GET", f"{V1}/generations/concepts/list"),
         ("image", "POST", f"{V1}/generations/image"),
+        ("modify", "POST", f"{V1}/generations/video/modify"),
+        ("reframe_video", "POST", f"{V1}/generations/video/reframe"),
+        ("reframe_image", "POST", f"{V1}/generations/image/reframe"),
     ],
 )
 def test_status_faults_hit_official_routes_with_detail_bodies(official_sb, api, route, method, path) -> None:
@@ -300,9 +303,33 @@ def test_faults_on_get_delete_upscale_audio(api) -> None:
         assert sb.stats()["faults_applied"] == {"status": 4}
 
 
-def test_truncated_create_reply_creates_nothing(official_sb, api) -> None:
-    official_sb.add_fault(route="submit", kind="truncated_json")
-    resp = api(official_sb, "POST", VIDEO, json={"model": "ray-2", "prompt": "x"})
+EDIT_BODY = {"media": {"url": "https://cdn.example/a.mp4"}, "aspect_ratio": "1:1", "mode": "flex_1"}
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "body"),
+    [
+        ("submit", VIDEO, {"model": "ray-2", "prompt": "x"}),
+        (
+            "modify",
+            f"{V1}/generations/video/modify",
+            {**EDIT_BODY, "generation_type": "modify_video", "model": "ray-2"},
+        ),
+        (
+            "reframe_video",
+            f"{V1}/generations/video/reframe",
+            {**EDIT_BODY, "generation_type": "reframe_video", "model": "ray-2"},
+        ),
+        (
+            "reframe_image",
+            f"{V1}/generations/image/reframe",
+            {**EDIT_BODY, "generation_type": "reframe_image", "model": "photon-1"},
+        ),
+    ],
+)
+def test_truncated_create_reply_creates_nothing(official_sb, api, route, path, body) -> None:
+    official_sb.add_fault(route=route, kind="truncated_json")
+    resp = api(official_sb, "POST", path, json=body)
     assert resp.status_code == 200 and resp.text.startswith('{"id": ')
     with pytest.raises(json.JSONDecodeError):
         json.loads(resp.text)

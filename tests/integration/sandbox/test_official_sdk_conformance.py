@@ -7,8 +7,10 @@ merely parses proves nothing: each test checks the fields it gets one by one.
 from __future__ import annotations
 
 import itertools
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 import requests
 from lumaai.types import Generation
 
-from luma_provider.sandbox import LumaSandbox, media
+from luma_provider.sandbox import LumaSandbox, media, official
 
 KEY = "sandbox-key"
 
@@ -66,6 +68,34 @@ def assert_mp4(url: str | None, gen_id: str) -> None:
     assert resp.content[4:8] == b"ftyp"  # the first box of an ISO BMFF file
     # the served clip is the real sample clip, whose own headers media.py reads
     assert media.parse_mp4_info(resp.content) == media.video_info(gen_id)
+
+
+def assert_jpeg(url: str | None) -> None:
+    resp = fetch(url)
+    assert resp.headers["Content-Type"] == "image/jpeg"
+    assert resp.content[:3] == b"\xff\xd8\xff" and resp.content[-2:] == b"\xff\xd9"
+
+
+def assert_png(url: str | None) -> tuple[int, int]:
+    """A served PNG, checked chunk by chunk (CRCs, IHDR, the pixel data's size); its size."""
+    assert isinstance(url, str) and url.endswith(".png")
+    resp = fetch(url)
+    assert resp.headers["Content-Type"] == "image/png"
+    data = resp.content
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    offset, chunks = 8, []
+    while offset < len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind, payload = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack_from(">I", data, offset + 8 + length)
+        assert crc == zlib.crc32(kind + payload), kind
+        chunks.append((kind, payload))
+        offset += 12 + length
+    assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    width, height, depth, colour = struct.unpack_from(">IIBB", chunks[0][1])
+    assert (depth, colour) == (8, 2)  # 8-bit RGB
+    assert len(zlib.decompress(chunks[1][1])) == height * (1 + 3 * width)
+    return width, height
 
 
 # --------------------------------------------------------------------------- ping, credits, concepts
@@ -234,7 +264,7 @@ def test_delete_then_get_is_not_found(client) -> None:
 # --------------------------------------------------------------------------- image, upscale, audio
 
 
-def test_image_create(client) -> None:
+def test_image_create(client, official_sb) -> None:
     created = client.generations.image.create(
         model="photon-1",
         prompt="a lighthouse at dusk",
@@ -249,8 +279,24 @@ def test_image_create(client) -> None:
     assert request.image_ref is not None and request.image_ref[0].weight == 0.8
     done = wait_state(client, created.id, "completed")
     assert done.assets is not None and done.assets.video is None and done.assets.progress_video is None
-    image = fetch(done.assets.image)
-    assert image.content[:2] == b"\xff\xd8"
+    # format="png" is a real PNG under a .png URL, not the JPEG of a jpg image
+    assert done.assets.image == f"{official_sb.url}/media/{created.id}.png"
+    assert assert_png(done.assets.image) == media.PNG_SIZE
+    assert requests.get(f"{official_sb.url}/media/{created.id}.jpg", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize("params", [{}, {"format": "jpg"}])
+def test_image_create_without_png_is_a_jpeg(client, official_sb, params) -> None:
+    gen = client.generations.image.create(model="photon-flash-1", prompt="a jpeg", sync=True, **params)
+    assert gen.state == "completed" and gen.assets is not None
+    assert gen.assets.image == f"{official_sb.url}/media/{gen.id}.jpg"
+    assert_jpeg(gen.assets.image)
+    assert requests.get(f"{official_sb.url}/media/{gen.id}.png", timeout=5).status_code == 404
+
+
+def test_a_video_has_no_png(client, official_sb) -> None:
+    done = completed_video(client)
+    assert requests.get(f"{official_sb.url}/media/{done.id}.png", timeout=5).status_code == 404
 
 
 def test_image_create_sync_answers_completed(client) -> None:
@@ -289,6 +335,401 @@ def test_upscale_needs_a_completed_existing_video(client) -> None:
     with pytest.raises(lumaai.BadRequestError) as info:
         client.generations.upscale(image.id, resolution="4k")
     assert "image" in info.value.body["detail"]
+
+
+# --------------------------------------------------------------------------- modify, reframe
+
+SOURCE_VIDEO = "https://cdn.example/source.mp4"
+SOURCE_IMAGE = "https://cdn.example/source.jpg"
+FIRST_FRAME = "https://cdn.example/first.jpg"
+REFRAME_GEOMETRY = {
+    "grid_position_x": 160,
+    "grid_position_y": 0,
+    "resized_width": 960,
+    "resized_height": 540,
+    "x_start": 0,
+    "x_end": 1280,
+    "y_start": 0,
+    "y_end": 720,
+}
+
+
+def assert_created(created: Generation, generation_type: str, model: str) -> None:
+    """The fields of a fresh create's answer (any create: they all start queued)."""
+    assert isinstance(created, Generation)
+    uuid.UUID(created.id)
+    assert (created.state, created.generation_type, created.model) == ("queued", generation_type, model)
+    assert created.failure_reason is None and created.assets is None
+    assert_recent(created.created_at)
+    assert created.model_extra == {}
+
+
+def test_video_modify(client, official_sb, callback_receiver) -> None:
+    receiver = callback_receiver()
+    created = client.generations.video.modify(
+        generation_type="modify_video",
+        media={"url": SOURCE_VIDEO},
+        mode="reimagine_2",
+        model="ray-flash-2",
+        prompt="the same street, in neon",
+        first_frame={"url": FIRST_FRAME},
+        callback_url=receiver.url,
+    )
+    assert_created(created, "video", "ray-flash-2")
+    request = created.request
+    assert isinstance(request, lumaai.types.generation.RequestModifyVideoRequest)
+    assert (request.generation_type, request.mode, request.model) == (
+        "modify_video",
+        "reimagine_2",
+        "ray-flash-2",
+    )
+    assert request.media.url == SOURCE_VIDEO
+    assert request.first_frame is not None and request.first_frame.url == FIRST_FRAME
+    assert (request.prompt, request.callback_url) == ("the same street, in neon", receiver.url)
+    assert request.model_extra == {}
+    assert official_sb.submissions == 1
+
+    dreaming = wait_state(client, created.id, "dreaming")
+    assert dreaming.assets is not None and dreaming.assets.video is None
+    assert_mp4(dreaming.assets.progress_video, created.id)
+    done = wait_state(client, created.id, "completed")
+    assert (done.id, done.created_at, done.generation_type, done.model) == (
+        created.id,
+        created.created_at,
+        "video",
+        "ray-flash-2",
+    )
+    assert done.failure_reason is None and done.assets is not None
+    assert_mp4(done.assets.video, created.id)
+    assert_jpeg(done.assets.image)  # the thumbnail
+    assert done.request == request
+    # callbacks work as for every create: dreaming, then completed, each the Generation JSON
+    bodies = wait_for_posts(receiver, 2)
+    assert [b["state"] for b in bodies] == ["dreaming", "completed"]
+    assert all(b["id"] == created.id and b["request"]["generation_type"] == "modify_video" for b in bodies)
+
+
+def test_video_modify_minimal_body(client) -> None:
+    created = client.generations.video.modify(
+        generation_type="modify_video", media={"url": SOURCE_VIDEO}, mode="adhere_1", model="ray-2"
+    )
+    request = created.request
+    assert isinstance(request, lumaai.types.generation.RequestModifyVideoRequest)
+    assert (request.mode, request.model, request.media.url) == ("adhere_1", "ray-2", SOURCE_VIDEO)
+    assert (request.prompt, request.first_frame, request.callback_url) == (None, None, None)
+    assert wait_state(client, created.id, "completed").assets.video
+
+
+def test_video_reframe(client) -> None:
+    created = client.generations.video.reframe(
+        generation_type="reframe_video",
+        media={"url": SOURCE_VIDEO},
+        aspect_ratio="9:21",
+        model="ray-2",
+        prompt="more sky above",
+        first_frame={"url": FIRST_FRAME},
+        **REFRAME_GEOMETRY,
+    )
+    assert_created(created, "video", "ray-2")
+    request = created.request
+    assert isinstance(request, lumaai.types.generation.RequestReframeVideoRequest)
+    assert (request.generation_type, request.aspect_ratio, request.model) == (
+        "reframe_video",
+        "9:21",
+        "ray-2",
+    )
+    assert request.media.url == SOURCE_VIDEO and request.prompt == "more sky above"
+    assert request.first_frame is not None and request.first_frame.url == FIRST_FRAME
+    assert {name: getattr(request, name) for name in REFRAME_GEOMETRY} == REFRAME_GEOMETRY
+    assert request.callback_url is None and request.model_extra == {}
+    done = wait_state(client, created.id, "completed")
+    assert done.generation_type == "video" and done.assets is not None
+    assert_mp4(done.assets.video, created.id)
+    assert done.request == request
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("png", ".png"), ("jpg", ".jpg"), (None, ".jpg")])
+def test_image_reframe(client, official_sb, fmt, suffix) -> None:
+    params: dict[str, Any] = {"format": fmt} if fmt else {}
+    created = client.generations.image.reframe(
+        generation_type="reframe_image",
+        media={"url": SOURCE_IMAGE},
+        aspect_ratio="1:1",
+        model="photon-flash-1",
+        prompt="a wider beach",
+        x_start=10,
+        x_end=20,
+        **params,
+    )
+    assert_created(created, "image", "photon-flash-1")
+    request = created.request
+    assert isinstance(request, lumaai.types.generation.RequestReframeImageRequest)
+    assert (request.generation_type, request.aspect_ratio, request.model, request.format) == (
+        "reframe_image",
+        "1:1",
+        "photon-flash-1",
+        fmt,
+    )
+    assert (request.media.url, request.prompt, request.x_start, request.x_end) == (
+        SOURCE_IMAGE,
+        "a wider beach",
+        10,
+        20,
+    )
+    assert request.y_start is None and request.model_extra == {}
+    done = wait_state(client, created.id, "completed")
+    assert done.generation_type == "image" and done.assets is not None
+    assert done.assets.video is None and done.assets.progress_video is None
+    assert done.assets.image == f"{official_sb.url}/media/{created.id}{suffix}"
+    if suffix == ".png":
+        assert_png(done.assets.image)
+    else:
+        assert_jpeg(done.assets.image)
+    assert done.request == request
+
+
+def test_modify_and_reframe_are_charged(client) -> None:
+    balance = client.credits.get().credit_balance
+    creates = [
+        (
+            lambda: client.generations.video.modify(
+                generation_type="modify_video", media={"url": SOURCE_VIDEO}, mode="flex_2", model="ray-2"
+            ),
+            official.COSTS["MODIFY_VIDEO"]["ray-2"],
+        ),
+        (
+            lambda: client.generations.video.reframe(
+                generation_type="reframe_video",
+                media={"url": SOURCE_VIDEO},
+                aspect_ratio="1:1",
+                model="ray-flash-2",
+            ),
+            official.COSTS["REFRAME_VIDEO"]["ray-flash-2"],
+        ),
+        (
+            lambda: client.generations.image.reframe(
+                generation_type="reframe_image",
+                media={"url": SOURCE_IMAGE},
+                aspect_ratio="1:1",
+                model="photon-1",
+            ),
+            official.COSTS["REFRAME_IMAGE"]["photon-1"],
+        ),
+    ]
+    for create, price in creates:
+        create()
+        after = client.credits.get().credit_balance
+        assert after == pytest.approx(balance - price) and price > 0
+        balance = after
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        # generation_type is required on these routes (optional on video/image create)
+        (
+            "/generations/video/modify",
+            {"media": {"url": SOURCE_VIDEO}, "mode": "flex_1", "model": "ray-2"},
+            422,
+            "'generation_type' is required",
+        ),
+        (
+            "/generations/video/modify",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_VIDEO},
+                "mode": "flex_1",
+                "model": "ray-2",
+            },
+            422,
+            "'generation_type' must be 'modify_video'",
+        ),
+        (
+            "/generations/video/modify",
+            {"generation_type": "modify_video", "media": {"url": SOURCE_VIDEO}, "model": "ray-2"},
+            422,
+            "'mode' is required; one of adhere_1",
+        ),
+        (
+            "/generations/video/modify",
+            {
+                "generation_type": "modify_video",
+                "media": {"url": SOURCE_VIDEO},
+                "mode": "wild",
+                "model": "ray-2",
+            },
+            422,
+            "'mode' must be one of adhere_1, adhere_2, adhere_3, flex_1",
+        ),
+        (
+            "/generations/video/modify",
+            {"generation_type": "modify_video", "media": {"url": SOURCE_VIDEO}, "mode": "flex_1"},
+            422,
+            "'model' is required; one of ray-2, ray-flash-2",
+        ),
+        (
+            "/generations/video/modify",
+            {"generation_type": "modify_video", "mode": "flex_1", "model": "ray-2"},
+            422,
+            "'media' is required",
+        ),
+        (
+            "/generations/video/modify",
+            {"generation_type": "modify_video", "media": SOURCE_VIDEO, "mode": "flex_1", "model": "ray-2"},
+            422,
+            "'media' must be an object",
+        ),
+        (
+            "/generations/video/modify",
+            {
+                "generation_type": "modify_video",
+                "media": {"url": "ftp://a/b"},
+                "mode": "flex_1",
+                "model": "ray-2",
+            },
+            422,
+            "'media.url' must be an http(s) URL",
+        ),
+        (
+            "/generations/video/modify",
+            {
+                "generation_type": "modify_video",
+                "media": {"url": SOURCE_VIDEO},
+                "mode": "flex_1",
+                "model": "ray-2",
+                "first_frame": {"url": "nope"},
+            },
+            422,
+            "'first_frame.url'",
+        ),
+        (
+            "/generations/video/modify",
+            {
+                "generation_type": "modify_video",
+                "media": {"url": SOURCE_VIDEO},
+                "mode": "flex_1",
+                "model": "ray-2",
+                "user_prompt": "x",
+            },
+            422,
+            "'user_prompt' is not a field",
+        ),
+        (
+            "/generations/video/reframe",
+            {"generation_type": "reframe_video", "media": {"url": SOURCE_VIDEO}, "model": "ray-2"},
+            422,
+            "'aspect_ratio' is required",
+        ),
+        (
+            "/generations/video/reframe",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_VIDEO},
+                "aspect_ratio": "2:1",
+                "model": "ray-2",
+            },
+            422,
+            "'aspect_ratio' must be one of",
+        ),
+        (
+            "/generations/video/reframe",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_VIDEO},
+                "aspect_ratio": "1:1",
+                "model": "photon-1",
+            },
+            422,
+            "'model' must be one of ray-2, ray-flash-2",
+        ),
+        (
+            "/generations/video/reframe",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_VIDEO},
+                "aspect_ratio": "1:1",
+                "model": "ray-2",
+                "resized_width": "960",
+            },
+            422,
+            "'resized_width' must be an integer",
+        ),
+        (
+            "/generations/video/reframe",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_VIDEO},
+                "aspect_ratio": "1:1",
+                "model": "ray-2",
+                "y_start": 50,
+                "y_end": 10,
+            },
+            422,
+            "'y_end' must be greater than 'y_start'",
+        ),
+        (
+            "/generations/image/reframe",
+            {
+                "generation_type": "reframe_image",
+                "media": {"url": SOURCE_IMAGE},
+                "aspect_ratio": "1:1",
+                "model": "ray-2",
+            },
+            422,
+            "'model' must be one of photon-1, photon-flash-1",
+        ),
+        (
+            "/generations/image/reframe",
+            {
+                "generation_type": "reframe_image",
+                "media": {"url": SOURCE_IMAGE},
+                "aspect_ratio": "1:1",
+                "model": "photon-1",
+                "format": "gif",
+            },
+            422,
+            "'format' must be one of jpg, png",
+        ),
+        (
+            "/generations/image/reframe",
+            {
+                "generation_type": "reframe_video",
+                "media": {"url": SOURCE_IMAGE},
+                "aspect_ratio": "1:1",
+                "model": "photon-1",
+            },
+            422,
+            "'generation_type' must be 'reframe_image'",
+        ),
+    ],
+)
+def test_modify_and_reframe_bodies_are_validated(client, official_sb, path, body, status, needle) -> None:
+    # the SDK's types would stop most of these; a client that ignores them sends this JSON
+    with pytest.raises(lumaai.APIStatusError) as info:
+        client.post(path, body=body, cast_to=Generation)
+    assert info.value.status_code == status
+    assert needle in info.value.body["detail"]
+    assert official_sb.submissions == 0
+    assert client.credits.get().credit_balance == official_sb.stats()["config"]["starting_credits"]
+
+
+def test_modify_and_reframe_with_the_sdks_own_bad_values(client) -> None:
+    with pytest.raises(lumaai.UnprocessableEntityError) as info:
+        client.generations.video.modify(
+            generation_type="modify_video",
+            media={"url": SOURCE_VIDEO},
+            mode="flex_4",  # type: ignore[arg-type]
+            model="ray-2",
+        )
+    assert "reimagine_3" in info.value.body["detail"]
+    with pytest.raises(lumaai.UnprocessableEntityError) as info:
+        client.generations.image.reframe(
+            generation_type="reframe_image",
+            media={"url": SOURCE_IMAGE},
+            aspect_ratio="5:4",  # type: ignore[arg-type]
+            model="photon-1",
+        )
+    assert "aspect_ratio" in info.value.body["detail"]
 
 
 # --------------------------------------------------------------------------- errors
