@@ -23,6 +23,8 @@ import logging
 import math
 import random
 import re
+import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -1382,6 +1384,31 @@ def redirect_target(current: str, location: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- retries
+class RateGate:
+    """A back-off shared by every request of one hook: one 429 pauses them all.
+
+    A batch submits from several threads through one hook; without this, each thread would
+    learn about the rate limit on its own and keep the gateway saturated.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until = 0.0
+        self._lock = threading.Lock()
+        #: How often a 429 closed the gate (for logs and tests).
+        self.holds = 0
+
+    def delay(self) -> float:
+        """Seconds to wait before the next request (0 when the gate is open)."""
+        return max(0.0, self._until - self._clock())
+
+    def hold(self, seconds: float) -> None:
+        """Close the gate for ``seconds`` from now (never shortens an earlier hold)."""
+        with self._lock:
+            self._until = max(self._until, self._clock() + min(max(seconds, 0.0), MAX_RETRY_AFTER))
+            self.holds += 1
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Which failures to retry and how long to wait; fed to tenacity's sync and async loops."""
@@ -1408,6 +1435,13 @@ class RetryPolicy:
             return float(hint)
         backoff = float(min(self.max_wait, self.initial_wait * 2 ** (attempt - 1)))
         return backoff / 2 + random.uniform(0, backoff / 2)  # jitter: spread a batch's retries
+
+    def pause_for(self, error: BaseException) -> float:
+        """How long a 429 pauses the other requests: the server's hint, else the shortest backoff."""
+        hint = getattr(error, "retry_after", None)
+        if isinstance(hint, (int, float)) and math.isfinite(hint):
+            return float(hint)
+        return self.initial_wait / 2
 
     def tenacity_kwargs(self, request: Request) -> dict[str, Any]:
         """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""

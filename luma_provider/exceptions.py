@@ -28,6 +28,7 @@ class LumaValidationError(LumaError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.detail = message
         super().__init__(f"Invalid {field!r}: {message}")
 
 
@@ -109,6 +110,10 @@ class LumaAmbiguousSubmitError(LumaError, AirflowFailException):
     resubmitting could pay for the same video twice. ``LumaGenerateOperator(ambiguous_submit=...)``
     decides otherwise when asked.
     """
+
+
+class LumaNotStartedError(LumaError):
+    """An item of a batch that was never started: the batch stopped early after another error."""
 
 
 class LumaGenerationFailed(LumaError):

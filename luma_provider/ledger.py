@@ -76,6 +76,13 @@ class GenerationLedger:
         self.root = root or default_ledger_root()
         self.conn_id = conn_id
 
+    def prepare(self) -> None:
+        """Create the folder and resolve its store (and connection) on the calling thread.
+
+        A batch calls this before its threads share the ledger.
+        """
+        self._folder().mkdir(parents=True, exist_ok=True)
+
     def _folder(self) -> Any:
         from airflow.sdk import ObjectStoragePath
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,27 @@ log = logging.getLogger(__name__)
 STATE_GENERATION_ID = "luma_generation_id"
 #: task_state_store key noting that a submit's outcome was unknown (for the next try's log).
 STATE_AMBIGUOUS = "luma_ambiguous_submit"
+
+
+class ScopedStore:
+    """One prompt's view of the task state store in a batch: keys end in ``:<scope>``.
+
+    Every call holds ``lock``, shared by the batch's threads: the Task SDK's in-process comms
+    (``dag.test``, ``airflow dags test``) answer from one queue and are not thread-safe.
+    """
+
+    def __init__(self, store: Any, scope: str, lock: threading.Lock) -> None:
+        self.store = store
+        self.scope = scope
+        self.lock = lock
+
+    def get(self, key: str) -> Any:
+        with self.lock:
+            return self.store.get(f"{key}:{self.scope}")
+
+    def set(self, key: str, value: Any) -> None:
+        with self.lock:
+            self.store.set(f"{key}:{self.scope}", value)
 
 
 class GenerationReuse:

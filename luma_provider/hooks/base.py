@@ -32,8 +32,13 @@ class LumaHookMixin:
     timeout: Any  # float here; BaseSensorOperator declares it as its own type
     cancel_on_kill: bool
 
-    def defer_until_done(self, ids: list[str], method_name: str = "execute_complete") -> None:
-        """Hand the wait for ``ids`` to ``LumaTrigger`` (no worker slot held meanwhile)."""
+    def defer_until_done(
+        self, ids: list[str], method_name: str = "execute_complete", *, fail_fast: bool = True
+    ) -> None:
+        """Hand the wait for ``ids`` to ``LumaTrigger`` (no worker slot held meanwhile).
+
+        :param fail_fast: end the wait at the first failed generation (False: when all finished).
+        """
         from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
 
         defer: Any = getattr(self, "defer")  # noqa: B009 - BaseOperator.defer, mixed in after this class
@@ -44,6 +49,7 @@ class LumaHookMixin:
                 poll_interval=self.poll_interval,
                 deadline=time.time() + float(self.timeout),
                 cancel_on_kill=self.cancel_on_kill,
+                fail_fast=fail_fast,
             ),
             method_name=method_name,
             # The trigger owns the deadline, so execute_complete still runs and says why.

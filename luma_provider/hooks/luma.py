@@ -9,7 +9,6 @@ operation is a flow from there, run by ``api.drive`` (sync) or ``api.adrive`` (a
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import re
 import socket
@@ -18,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -29,10 +28,13 @@ import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 
 from luma_provider import __version__, api
+from luma_provider.concurrency import run_bounded
 from luma_provider.exceptions import (
     LumaDownloadError,
     LumaError,
     LumaGenerationFailed,
+    LumaNotStartedError,
+    LumaRateLimitError,
     LumaResponseTooLargeError,
     LumaTimeoutError,
     LumaTransportError,
@@ -103,6 +105,8 @@ class LumaHook(BaseHook):
         #: HTTP requests this hook sent (every attempt), for logs, tests and benchmarks.
         self.requests_sent = 0
         self._count_lock = threading.Lock()  # status GETs may run in threads
+        #: One 429 pauses every request of this hook (all threads of a batch share the hook).
+        self.rate_gate = api.RateGate()
 
     # ------------------------------------------------------------------ connection
     def _settings_from(self, conn: Any, extra: Mapping[str, Any]) -> api.ConnectionSettings:
@@ -408,25 +412,16 @@ class LumaHook(BaseHook):
             return self._drive(self._get_many(ids, settings))
         get = self._single_get(settings)
         _ = self.session  # created once, before the threads share it
-        pending = iter(ids)
-        found: dict[str, LumaGeneration] = {}
-        stop = threading.Event()
-
-        def worker() -> None:
-            for gen_id in pending:  # a shared iterator: each id is taken by exactly one worker
-                if stop.is_set():
-                    return
-                found[gen_id] = self._drive(get(gen_id))
-
-        count = max(1, min(settings.status_concurrency, len(ids)))
-        with concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="luma-status") as pool:
-            workers = [pool.submit(worker) for _ in range(count)]
-            try:
-                for done in concurrent.futures.as_completed(workers):
-                    done.result()
-            finally:  # one failure stops the others after their current request
-                stop.set()
-        return [found[gen_id] for gen_id in ids]
+        results = run_bounded(
+            ids,
+            lambda gen_id: self._drive(get(gen_id)),
+            max_workers=settings.status_concurrency,
+            name="luma-status",
+        )
+        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, LumaNotStartedError)]
+        if errors:  # the first failure stopped the others
+            raise errors[0]
+        return cast(list[LumaGeneration], results)
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
@@ -435,10 +430,17 @@ class LumaHook(BaseHook):
         return self._drive(api.download_url_flow(api.validate_generation_id(generation_id)))
 
     def wait_for_generations(
-        self, ids: Iterable[str], *, poll_interval: float = 10.0, timeout: float | None = None
+        self,
+        ids: Iterable[str],
+        *,
+        poll_interval: float = 10.0,
+        timeout: float | None = None,
+        fail_fast: bool = True,
     ) -> list[LumaGeneration]:
         """Block (on a worker) until every generation completes.
 
+        :param fail_fast: raise as soon as one generation fails (default); False: return once
+            every generation has finished, failed ones included.
         :raises LumaGenerationFailed: as soon as one generation fails (with its failure_reason).
         :raises LumaTimeoutError: when ``timeout`` seconds pass first.
         """
@@ -453,9 +455,9 @@ class LumaHook(BaseHook):
                 if seen.get(gen.id) != gen.state.value:
                     self.log.info("Generation %s is %s (raw %r)", gen.id, gen.state.value, gen.raw_state)
                     seen[gen.id] = gen.state.value
-                if gen.state == LumaState.FAILED:
+                if gen.state == LumaState.FAILED and fail_fast:
                     raise LumaGenerationFailed(gen.id, gen.failure_reason)
-            if all(g.state == LumaState.COMPLETED for g in generations):
+            if all(g.is_terminal for g in generations):
                 return generations
             if deadline is not None and time.monotonic() + poll_interval > deadline:
                 raise LumaTimeoutError(
@@ -584,16 +586,34 @@ class LumaHook(BaseHook):
 
     def _send(self, request: api.Request) -> Any:
         policy = self.retry_policy
+
+        def attempt(request: api.Request) -> Any:
+            time.sleep(self.rate_gate.delay())
+            try:
+                return self._send_once(request)
+            except LumaRateLimitError as err:
+                self.rate_gate.hold(policy.pause_for(err))
+                raise
+
         try:
-            return tenacity.Retrying(**policy.tenacity_kwargs(request))(self._send_once, request)
+            return tenacity.Retrying(**policy.tenacity_kwargs(request))(attempt, request)
         except LumaError as err:
             raise policy.final_error(request, err) from err
 
     async def _asend(self, request: api.Request) -> Any:
         settings = await self.aget_settings()
         policy = api.RetryPolicy(max_retries=settings.max_retries)
+
+        async def attempt(request: api.Request) -> Any:
+            await asyncio.sleep(self.rate_gate.delay())
+            try:
+                return await self._asend_once(request)
+            except LumaRateLimitError as err:
+                self.rate_gate.hold(policy.pause_for(err))
+                raise
+
         try:
-            return await tenacity.AsyncRetrying(**policy.tenacity_kwargs(request))(self._asend_once, request)
+            return await tenacity.AsyncRetrying(**policy.tenacity_kwargs(request))(attempt, request)
         except LumaError as err:
             raise policy.final_error(request, err) from err
 

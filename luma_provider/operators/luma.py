@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -9,13 +10,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from luma_provider import api
-from luma_provider.exceptions import LumaAmbiguousSubmitError, LumaError, LumaValidationError
+from luma_provider import api, batch
+from luma_provider.batch import short_label
+from luma_provider.concurrency import run_bounded
+from luma_provider.exceptions import (
+    LumaAmbiguousSubmitError,
+    LumaDownloadError,
+    LumaError,
+    LumaValidationError,
+)
 from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
 from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, key_for_request
 from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.reuse import GenerationReuse
+from luma_provider.reuse import GenerationReuse, ScopedStore
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,7 +34,21 @@ XCOM_GENERATION = "generation"
 AMBIGUOUS_SUBMIT_CHOICES = ("fail", "retry")
 #: Mapped instances show the start of their prompt instead of a bare index. Uses only the
 #: rendered task, so it also renders after a deferral (execute_complete has a fresh context).
-PROMPT_LABEL_TEMPLATE = "{{ (task.prompt | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
+PROMPT_LABEL_TEMPLATE = (
+    "{{ ((task.map_label or task.prompt) | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
+)
+#: The generate operator's label also names a batch: "100 prompts: <the first one>".
+GENERATE_LABEL_TEMPLATE = (
+    "{% set text = task.map_label or task.prompt or ((task.prompts | length) ~ ' prompts: ' ~ "
+    "(task.prompts[0].prompt if task.prompts[0] is mapping else task.prompts[0])) %}"
+    "{{ (text | string).split() | join(' ') | truncate(48, True, '…', 0) }}"
+)
+#: XCom key of a batch's submits (prompt, id or error), kept for ``execute_complete``.
+XCOM_BATCH_SUBMITTED = "batch_submitted"
+#: XCom key of a batch's result when the task fails (on success it is the return value).
+XCOM_BATCH_RESULT = "batch_result"
+#: Upper bound of ``max_concurrent_submits``/``max_concurrent_downloads`` (the hook's pool holds 16).
+MAX_CONCURRENT_SUBMITS = 16
 
 
 @dataclass(frozen=True)
@@ -68,9 +90,11 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
     :param cancel_on_kill: when the task is killed, marked failed or succeeded, or cleared while
         its generation is still queued or dreaming, cancel it (official flavour; the gateways
         have no cancel), so no credits go to a video nobody will collect. Default True.
+    :param map_label: name of a mapped instance in the UI (default: the start of its prompt).
+        Templated.
     """
 
-    template_fields: Sequence[str] = ("idempotency_key", "ledger_path")
+    template_fields: Sequence[str] = ("idempotency_key", "ledger_path", "map_label")
     operator_extra_links = (LumaVideoLink(), LumaVideoDownloadLink())
     #: The operator needs Luma's official API (checked before any HTTP call).
     official_only: ClassVar[bool] = False
@@ -89,9 +113,11 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         poll_interval: float = 10.0,
         timeout: float = 60 * 60,
         cancel_on_kill: bool = True,
+        map_label: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.map_label = map_label
         self.cancel_on_kill = cancel_on_kill
         self._submitted_id: str | None = None
         self.idempotency_key = idempotency_key
@@ -166,21 +192,38 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
     def ledger(self) -> GenerationLedger:
         return GenerationLedger(self.ledger_path, conn_id=self.ledger_conn_id)
 
-    def _submit_once(self, context: Context, request: SubmitRequest) -> LumaGeneration:
+    def _reuse(
+        self,
+        context: Context,
+        request: SubmitRequest,
+        *,
+        scope: str | None = None,
+        lock: threading.Lock | None = None,
+    ) -> GenerationReuse:
+        """The pay-once bookkeeping of one request.
+
+        :param scope: tells the prompts of a batch apart in the task state store and ledger.
+        :param lock: held around every task state store call (a batch's threads share it).
+        """
         ti = context["ti"]
-        reuse = GenerationReuse(
+        store = context.get("task_state_store")
+        digest = key_for_request(request.body, request.source_id)
+        return GenerationReuse(
             self.hook,
-            store=context.get("task_state_store"),
+            store=ScopedStore(store, scope, lock or threading.Lock())
+            if scope and store is not None
+            else store,
             ledger=self.ledger,
             claim_wait=self.claim_wait,
             # The key scopes reuse; the request itself is always part of the entry, so one key
             # shared by many mapped prompts (e.g. "{{ ds }}") never hands out another prompt's video.
-            key=f"{self.idempotency_key}:{key_for_request(request.body, request.source_id)}"
-            if self.idempotency_key
-            else None,
+            key=f"{self.idempotency_key}:{scope or digest}" if self.idempotency_key else None,
             owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}",
             logger=self.log,
         )
+
+    def _submit_once(self, context: Context, request: SubmitRequest) -> LumaGeneration:
+        reuse = self._reuse(context, request)
         try:
             return reuse.submit_once(lambda: self._submit(request))
         except LumaAmbiguousSubmitError as err:
@@ -260,6 +303,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
 
     template_fields: Sequence[str] = (
         "prompt",
+        "prompts",
         "aspect_ratio",
         "loop",
         "expand_prompt",
@@ -274,14 +318,18 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         "extra",
         "idempotency_key",
         "ledger_path",
+        "map_label",
     )
-    template_fields_renderers: ClassVar[dict[str, str]] = {"extra": "json", "prompt": "md"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"extra": "json", "prompt": "md", "prompts": "json"}
     ui_color = "#e3d7fb"
 
     def __init__(
         self,
         *,
-        prompt: str,
+        prompt: str | None = None,
+        prompts: list[str | dict[str, Any]] | None = None,
+        max_concurrent_submits: int = 4,
+        max_failed_fraction: float = 0.0,
         aspect_ratio: str | None = None,
         loop: bool | None = None,
         expand_prompt: bool | None = None,
@@ -306,7 +354,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         poll_interval: float = 10.0,
         timeout: float = 60 * 60,
         # A real parameter, not kwargs.setdefault: .partial() reads defaults from the signature.
-        map_index_template: str | None = PROMPT_LABEL_TEMPLATE,
+        map_index_template: str | None = GENERATE_LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -323,7 +371,30 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             map_index_template=map_index_template,
             **kwargs,
         )
+        if (prompt is None) == (prompts is None):
+            raise LumaValidationError("prompt", "give either prompt (one video) or prompts (a batch)")
+        if prompts is not None and extend_generation_id is not None:
+            raise LumaValidationError("prompts", "a batch cannot extend a generation; use prompt")
+        if (
+            isinstance(max_concurrent_submits, bool)
+            or not isinstance(max_concurrent_submits, int)
+            or not (1 <= max_concurrent_submits <= MAX_CONCURRENT_SUBMITS)
+        ):
+            raise LumaValidationError(
+                "max_concurrent_submits", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
+            )
+        if (
+            isinstance(max_failed_fraction, bool)
+            or not isinstance(max_failed_fraction, (int, float))
+            or not (0 <= max_failed_fraction <= 1)
+        ):
+            raise LumaValidationError(
+                "max_failed_fraction", f"must be a number from 0 to 1, got {max_failed_fraction!r}"
+            )
         self.prompt = prompt
+        self.prompts = prompts
+        self.max_concurrent_submits = max_concurrent_submits
+        self.max_failed_fraction = float(max_failed_fraction)
         self.aspect_ratio = aspect_ratio
         self.loop = loop
         self.expand_prompt = expand_prompt
@@ -353,13 +424,81 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         )
         return SubmitRequest(options.body(), source_id, options)
 
+    # ------------------------------------------------------------------ batch (prompts=[...])
+    def execute(self, context: Context) -> Any:
+        if self.prompts is None:
+            return super().execute(context)
+        shared = {name: getattr(self, name) for name in api.OPTION_NAMES}
+        options = batch.prompt_options(
+            self.prompts, shared, flavour=self.hook.settings.api_flavour, extra=self.extra
+        )
+        lock = threading.Lock()
+        jobs = [
+            (o, self._reuse(context, SubmitRequest(o.body(), None, o), scope=scope, lock=lock))
+            for o, scope in zip(options, batch.prompt_scopes(options), strict=True)
+        ]
+        if self.idempotency_key:
+            self.ledger.prepare()
+        results = batch.submit_all(self.hook, jobs, max_concurrent=self.max_concurrent_submits, log=self.log)
+        submitted = [batch.Submitted.of(o, r) for o, r in zip(options, results, strict=True)]
+        context["ti"].xcom_push(key=XCOM_BATCH_SUBMITTED, value=[x.to_dict() for x in submitted])
+        pending = [r.id for r in results if isinstance(r, LumaGeneration) and not r.is_terminal]
+        if self.wait_for_completion and pending:
+            if self.deferrable:
+                self.defer_until_done(pending, fail_fast=False)
+            self.hook.wait_for_generations(
+                pending, poll_interval=self.poll_interval, timeout=self.timeout, fail_fast=False
+            )
+        return self._finish_batch(context, submitted)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        if self.prompts is None:
+            return super().execute_complete(context, event)
+        from luma_provider.triggers.luma import check_event
+
+        ti = context["ti"]
+        recorded = ti.xcom_pull(task_ids=self.task_id, key=XCOM_BATCH_SUBMITTED, map_indexes=ti.map_index)
+        if not isinstance(recorded, list):
+            raise LumaError("The batch's submits are missing from XCom; clear the task to resume it")
+        submitted = [batch.Submitted.from_dict(x) for x in recorded]
+        check_event([x.generation_id for x in submitted if x.generation_id], event)
+        return self._finish_batch(context, submitted)
+
+    def _finish_batch(self, context: Context, submitted: list[batch.Submitted]) -> dict[str, Any]:
+        """Sort the prompts into completed and failed; fail the task as ``max_failed_fraction`` says."""
+        ids = [x.generation_id for x in submitted if x.generation_id]
+        current = {g.id: g for g in self.hook.get_generations(ids)} if ids else {}
+        result = batch.outcome(submitted, current, finished=self.wait_for_completion)
+        self.log.info(
+            "Batch of %d prompts: %d completed, %d failed",
+            result["total"],
+            result["completed"],
+            result["failed"],
+        )
+        ambiguous = [x for x in submitted if x.ambiguous]
+        if ambiguous and self.ambiguous_submit == "fail":
+            context["ti"].xcom_push(key=XCOM_BATCH_RESULT, value=result)
+            raise LumaAmbiguousSubmitError(
+                f"{len(ambiguous)} submit(s) of this batch have an unknown outcome and were not sent again "
+                f"(the gateway may have them): {batch.failure_message(result)}. Clear the task to submit "
+                "them again; the other prompts are reused, not paid twice."
+            )
+        if result["failed"] > self.max_failed_fraction * result["total"]:
+            context["ti"].xcom_push(key=XCOM_BATCH_RESULT, value=result)
+            raise LumaError(
+                f"{batch.failure_message(result)} (max_failed_fraction={self.max_failed_fraction:g})"
+            )
+        return result
+
     def _submit(self, request: SubmitRequest) -> LumaGeneration:
         options: api.GenerationOptions = request.payload
         if request.source_id:
             generation = self.hook.extend_generation(request.source_id, options, reverse=self.reverse)
         else:
             generation = self.hook.submit_generation(options)
-        self.log.info("Submitted Luma generation %s for prompt %r", generation.id, _label(options.prompt))
+        self.log.info(
+            "Submitted Luma generation %s for prompt %r", generation.id, short_label(options.prompt)
+        )
         return generation
 
 
@@ -405,6 +544,7 @@ class LumaGenerateImageOperator(_LumaSubmitOperator):
         "callback_url",
         "idempotency_key",
         "ledger_path",
+        "map_label",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "md",
@@ -469,7 +609,9 @@ class LumaGenerateImageOperator(_LumaSubmitOperator):
         generation = self.hook.submit_image_generation(
             str(request.body["prompt"]), model=request.body["model"], **request.payload
         )
-        self.log.info("Submitted Luma image generation %s for prompt %r", generation.id, _label(self.prompt))
+        self.log.info(
+            "Submitted Luma image generation %s for prompt %r", generation.id, short_label(self.prompt)
+        )
         return generation
 
 
@@ -501,6 +643,7 @@ class LumaUpscaleVideoOperator(_LumaSubmitOperator):
         "callback_url",
         "idempotency_key",
         "ledger_path",
+        "map_label",
     )
     ui_color = "#d7e7fb"
     official_only = True
@@ -566,6 +709,7 @@ class LumaAddAudioOperator(_LumaSubmitOperator):
         "callback_url",
         "idempotency_key",
         "ledger_path",
+        "map_label",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"prompt": "md", "negative_prompt": "md"}
     ui_color = "#e7fbd7"
@@ -610,7 +754,8 @@ class LumaAddAudioOperator(_LumaSubmitOperator):
 class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     """Download completed generations' videos (and thumbnails) to any ``ObjectStoragePath``.
 
-    :param generation_id: an id, a generation dict (e.g. a sensor's XCom), or a list of either. Templated.
+    :param generation_id: an id, a generation dict (e.g. a sensor's XCom), a list of either, or a
+        batch ``LumaGenerateOperator``'s result (its completed prompts are downloaded). Templated.
     :param destination: local path or object-storage URI, a folder (ending in ``/``) or a file. Templated.
     :param storage_conn_id: Airflow connection for the destination's object store, if it needs one.
     :param include_thumbnail: also download ``<id>.jpg`` next to the video.
@@ -618,8 +763,11 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     :param max_bytes: refuse videos larger than this.
     :param map_label: name of a mapped instance in the UI, e.g. the prompt (default: the map
         index). Templated.
-    :return: the final URI (a list of them for a list input). With ``include_thumbnail``, a dict
-        ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}`` per video instead.
+    :param max_concurrent_downloads: downloads running at once for a list (each stays atomic and
+        size-checked). When some fail, the others still finish; then the task fails naming them.
+    :return: the final URI (a list of them for a list input or a batch result). With
+        ``include_thumbnail``, a dict ``{"video": uri, "thumbnail": uri_or_None, "generation_id": id}``
+        per video instead.
     """
 
     template_fields: Sequence[str] = ("generation_id", "destination", "map_label")
@@ -635,10 +783,20 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         luma_conn_id: str = api.DEFAULT_CONN_ID,
         max_bytes: int | None = None,
         map_label: str | None = None,
+        max_concurrent_downloads: int = 4,
         map_index_template: str | None = LABEL_TEMPLATE,
         **kwargs: Any,
     ) -> None:
         super().__init__(map_index_template=map_index_template, **kwargs)
+        if (
+            isinstance(max_concurrent_downloads, bool)
+            or not isinstance(max_concurrent_downloads, int)
+            or not (1 <= max_concurrent_downloads <= MAX_CONCURRENT_SUBMITS)
+        ):
+            raise LumaValidationError(
+                "max_concurrent_downloads", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
+            )
+        self.max_concurrent_downloads = max_concurrent_downloads
         self.map_label = map_label
         self.generation_id = generation_id
         self.destination = destination
@@ -652,10 +810,32 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         self.max_bytes = max_bytes
 
     def execute(self, context: Context) -> Any:
-        items = self.generation_id if isinstance(self.generation_id, (list, tuple)) else [self.generation_id]
-        folder = len(items) > 1 or str(self.destination).endswith("/")
-        results = [self._download(item, folder) for item in items]
-        return results if isinstance(self.generation_id, (list, tuple)) else results[0]
+        completed = batch.completed_generations(self.generation_id)
+        many = completed is not None or isinstance(self.generation_id, (list, tuple))
+        if completed is not None:
+            items: list[Any] = completed
+        else:
+            items = list(self.generation_id) if many else [self.generation_id]
+        folder = many or str(self.destination).endswith("/")
+        _ = self.hook.settings, self.hook.session  # made once, on this thread, before the workers share them
+        results = run_bounded(
+            items,
+            lambda item: self._download(item, folder),
+            max_workers=self.max_concurrent_downloads,
+            stop_on=lambda err: isinstance(err, LumaValidationError),
+            name="luma-download",
+        )
+        errors = [(i, r) for i, r in enumerate(results) if isinstance(r, Exception)]
+        if errors:
+            # Everything else was downloaded first: one bad video does not cost the others.
+            index, first = errors[0]
+            if len(items) == 1:
+                raise first
+            raise LumaDownloadError(
+                f"{len(errors)} of {len(items)} downloads failed; first (item {index}): "
+                f"{type(first).__name__}: {first}"
+            ) from first
+        return results if many else results[0]
 
     def _download(self, item: Any, folder: bool) -> Any:
         generation = self.hook.resolve_generation(
@@ -676,11 +856,6 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     def _destination(self, folder: bool) -> str:
         dest = str(self.destination)
         return dest if not folder or dest.endswith("/") else f"{dest}/"
-
-
-def _label(prompt: Any, limit: int = 48) -> str:
-    text = " ".join(str(prompt or "").split())
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _image_ref(value: Any, field_name: str) -> dict[str, Any]:

@@ -51,6 +51,9 @@ class LumaTrigger(BaseTrigger):
         (auth errors: at most ``AUTH_ERROR_BUDGET``).
     :param cancel_on_kill: when a user acts on the deferred task (mark failed/success, clear),
         cancel the generations that are still queued or dreaming (official flavour).
+    :param fail_fast: send ``failed`` as soon as one generation fails (default). False: wait
+        until every generation has finished, failed or not, and send ``success`` (a batch sorts
+        its completed and failed prompts itself).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class LumaTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = False,
+        fail_fast: bool = True,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
 
@@ -76,6 +80,7 @@ class LumaTrigger(BaseTrigger):
         self.deadline = deadline
         self.error_budget = int(error_budget)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.fail_fast = bool(fail_fast)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -87,6 +92,7 @@ class LumaTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "error_budget": self.error_budget,
                 "cancel_on_kill": self.cancel_on_kill,
+                "fail_fast": self.fail_fast,
             },
         )
 
@@ -152,7 +158,7 @@ class LumaTrigger(BaseTrigger):
             generations: list[LumaGeneration] = [results[i] for i in ids]  # type: ignore[misc]
             self._log_transitions(generations, last_states, started)
             failed = [g for g in generations if g.state == LumaState.FAILED]
-            if failed:
+            if failed and self.fail_fast:
                 reasons = "; ".join(
                     f"{g.id}: {g.failure_reason or 'no failure_reason given'}" for g in failed
                 )
@@ -161,9 +167,10 @@ class LumaTrigger(BaseTrigger):
             estimates = [g.estimate_wait_seconds for g in generations if not g.is_terminal]
             known = [e for e in estimates if e is not None]
             expected_in = max(known) if known and len(known) == len(estimates) else None
-            if all(g.state == LumaState.COMPLETED for g in generations):
+            if all(g.is_terminal for g in generations):
+                completed = [g for g in generations if g.state == LumaState.COMPLETED]
                 # An image generation is complete without a video URL.
-                if any(not g.result_url for g in generations) and no_url_polls < NO_URL_GRACE_POLLS:
+                if any(not g.result_url for g in completed) and no_url_polls < NO_URL_GRACE_POLLS:
                     no_url_polls += 1
                     self.log.info(
                         "Completed but no video URL yet; checking again (%d/%d)",
@@ -171,7 +178,10 @@ class LumaTrigger(BaseTrigger):
                         NO_URL_GRACE_POLLS,
                     )
                     continue
-                return self._event("success", last_states, f"{len(ids)} generation(s) completed")
+                summary = f"{len(completed)} generation(s) completed" + (
+                    f", {len(failed)} failed" if failed else ""
+                )
+                return self._event("success", last_states, summary)
 
     def _event(self, status: str, states: dict[str, str], message: str) -> dict[str, Any]:
         # No URLs or payloads: the triggerer logs events at INFO; the worker refetches.
@@ -222,19 +232,31 @@ def generations_from_event(
 
     :raises LumaTimeoutError: for a ``timeout`` event (sensors turn it into their own timeout).
     """
-    status = (event or {}).get("status")
-    if event is None or status not in EVENT_STATUSES:
-        raise LumaError(f"Unexpected trigger event for generations {ids}: {str(event)[: api.DETAIL_LIMIT]}")
-    message = str(event.get("message", ""))[: api.MESSAGE_LIMIT * 2]
-    if status == "timeout":
-        raise LumaTimeoutError(message)
-    if status == "error":
-        raise LumaError(message)
+    status = check_event(ids, event)
     generations = hook.get_generations(ids)  # events carry no URLs: refetch on the worker
     raise_if_failed(generations)
     if status == "failed":  # the trigger saw a failure the refetch did not: trust the trigger
-        raise LumaError(message)
+        raise LumaError(_message(event))
     return generations
+
+
+def check_event(ids: list[str], event: dict[str, Any] | None) -> str:
+    """Allow-list a ``LumaTrigger`` event; raise for ``timeout``/``error``, else return its status.
+
+    :raises LumaTimeoutError: for a ``timeout`` event (sensors turn it into their own timeout).
+    """
+    status = (event or {}).get("status")
+    if event is None or status not in EVENT_STATUSES:
+        raise LumaError(f"Unexpected trigger event for generations {ids}: {str(event)[: api.DETAIL_LIMIT]}")
+    if status == "timeout":
+        raise LumaTimeoutError(_message(event))
+    if status == "error":
+        raise LumaError(_message(event))
+    return str(status)
+
+
+def _message(event: dict[str, Any] | None) -> str:
+    return str((event or {}).get("message", ""))[: api.MESSAGE_LIMIT * 2]
 
 
 def raise_if_failed(generations: list[LumaGeneration]) -> None:

@@ -19,6 +19,7 @@ class TestSerialize:
             deadline=1_900_000_000.5,
             error_budget=4,
             cancel_on_kill=True,
+            fail_fast=False,
         )
         classpath, kwargs = trigger.serialize()
 
@@ -30,6 +31,7 @@ class TestSerialize:
             "deadline": 1_900_000_000.5,
             "error_budget": 4,
             "cancel_on_kill": True,
+            "fail_fast": False,
         }
         assert all(isinstance(leaf, (str, float, int, type(None))) for leaf in json_leaves(kwargs))
         restored_kwargs = deserialize(serialize(kwargs))
