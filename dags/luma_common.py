@@ -26,6 +26,8 @@ OUTPUT_ROOT = os.environ.get("LUMA_OUTPUT_ROOT", f"file://{os.path.join(AIRFLOW_
 POOL = os.environ.get("LUMA_POOL", "default_pool")
 #: Seconds between status checks while a generation renders (the sandbox demo uses 1).
 POLL_INTERVAL = float(os.environ.get("LUMA_POLL_INTERVAL", "15"))
+#: Submits (and downloads) one chunk runs at once; every chunk shares the gateway's rate limit.
+CHUNK_CONCURRENCY = int(os.environ.get("LUMA_CHUNK_CONCURRENCY", "4"))
 #: The run's date: the logical date, or when the run was created for manual/API runs, which
 #: have no logical date on Airflow 3 (so ``{{ ds }}`` would be undefined there).
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
@@ -100,12 +102,84 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     return generate
 
 
+def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str | None = None):
+    """A task group for a chunk of prompts: generate all (submit, one deferred wait) -> download all.
+
+    Map it over ``chunk_prompts`` output; 10,000 prompts in chunks of 100 are 200 task instances,
+    not 30,000. ``generate`` never fails for a failed prompt (``max_failed_fraction=1``): the
+    report lists every prompt and ``check`` fails the run afterwards. A retry of ``generate``
+    reuses every prompt already accepted (task state store), so it never pays twice.
+
+    :param destination: folder URI (templated, ends with ``/``) the files are downloaded to.
+    :param group_id: the group's id; ``write_chunk_report`` needs it.
+    :param idempotency_key: reuse scope for already-paid videos across runs (e.g. ``RUN_DATE``).
+    """
+
+    @task_group(group_id=group_id)
+    def chunk(prompts, label):
+        generate = LumaGenerateOperator(
+            task_id="generate",
+            prompts=prompts,
+            map_label=label,
+            max_concurrent_submits=CHUNK_CONCURRENCY,
+            max_failed_fraction=1.0,
+            wait_for_completion=True,
+            poll_interval=POLL_INTERVAL,
+            timeout=60 * 60,
+            pool=POOL,
+            idempotency_key=idempotency_key,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
+        )
+        return LumaDownloadVideoOperator(
+            task_id="download",
+            generation_id=generate.output,
+            include_thumbnail=True,
+            max_concurrent_downloads=CHUNK_CONCURRENCY,
+            destination=destination,
+            map_label=label,
+            pool=POOL,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
+        )
+
+    return chunk
+
+
+def chunk_prompts(rows: list[dict[str, Any]], chunk_size: int) -> list[dict[str, Any]]:
+    """Prompt rows as ``chunk_group`` kwargs: ``{"prompts": [...], "label": "1-100: <first prompt>"}``."""
+    from luma_provider.batch import chunked, short_label
+
+    chunks, start = [], 1
+    for part in chunked(rows, chunk_size):
+        end = start + len(part) - 1
+        span = f"{start}" if end == start else f"{start}-{end}"
+        chunks.append({"prompts": part, "label": f"{span}: {short_label(part[0]['prompt'], 40)}"})
+        start = end + 1
+    return chunks
+
+
 def raise_if_any_failed(summary: dict[str, Any]) -> None:
-    """Fail a ``check`` task (after the report is written) if any prompt produced no video."""
+    """Fail a ``check`` task (after the report is written) if any prompt has no video on storage.
+
+    Checks the files themselves, not only the states: a completed generation whose download
+    never ran (e.g. a deferred task lost to Airflow's defer/trigger race) must fail the run.
+    """
+    from airflow.sdk import ObjectStoragePath
+
     failed = [g for g in summary["generations"] if g["state"] != "completed"]
-    if failed:
-        lines = "; ".join(f"{g['prompt'][:40]!r}: {g.get('failure_reason') or g['state']}" for g in failed)
-        raise RuntimeError(f"{len(failed)} of {summary['total']} generations did not complete: {lines}")
+
+    def on_storage(uri: str | None) -> bool:
+        return bool(uri) and ObjectStoragePath(uri).exists()
+
+    missing = [
+        g for g in summary["generations"] if g["state"] == "completed" and not on_storage(g.get("video_uri"))
+    ]
+    problems = [f"{g['prompt'][:40]!r}: {g.get('failure_reason') or g['state']}" for g in failed]
+    problems += [f"{g['prompt'][:40]!r}: completed, but its video is not on storage" for g in missing]
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise RuntimeError(f"{len(problems)} of {summary['total']} prompts have no video: {shown}")
 
 
 def write_run_report(
@@ -140,6 +214,46 @@ def write_run_report(
                 "download": by_id.get(gen_id) if gen_id else None,
             }
         )
+    from luma_provider.report import write_report
+
+    return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title)
+
+
+def write_chunk_report(
+    *, ti: Any, run_id: str, output_dir: str, group_id: str = "chunks", title: str = "Luma video batch"
+) -> dict[str, Any]:
+    """Report on every prompt of every ``chunk_group`` instance (one manifest entry per prompt).
+
+    Per chunk (by map index, so one chunk or many read the same way): the batch result, or
+    when ``generate`` failed its ``batch_result``/``batch_submitted`` XCom, and the downloads.
+    A chunk whose task never submitted lists its prompts as not submitted.
+    """
+    chunks = _as_list(ti.xcom_pull(task_ids="load_prompts"))
+    rows = []
+    for index, chunk in enumerate(chunks):
+        task_id = f"{group_id}.generate"
+        result = ti.xcom_pull(task_ids=task_id, map_indexes=index) or ti.xcom_pull(
+            task_ids=task_id, key="batch_result", map_indexes=index
+        )
+        entries = result.get("prompts", []) if isinstance(result, dict) else []
+        if not entries:  # the wait never finished: the ids are in what was submitted
+            entries = _as_list(ti.xcom_pull(task_ids=task_id, key="batch_submitted", map_indexes=index))
+        downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download", map_indexes=index))
+        by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
+        for position, prompt in enumerate(chunk["prompts"]):
+            entry = entries[position] if position < len(entries) else {}
+            entry = entry if isinstance(entry, dict) else {}
+            gen_id = entry.get("generation_id")
+            rows.append(
+                {
+                    "prompt": prompt.get("prompt"),
+                    "aspect_ratio": prompt.get("aspect_ratio"),
+                    "chunk": chunk.get("label"),
+                    "generation_id": gen_id,
+                    "failure_reason": entry.get("failure_reason") or entry.get("error"),
+                    "download": by_id.get(gen_id) if gen_id else None,
+                }
+            )
     from luma_provider.report import write_report
 
     return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title)

@@ -4,21 +4,29 @@ What it shows:
 
 * prompts for the run come from ``prompts/daily_prompts.yaml`` beside this file (or the
   ``prompts_file`` param), read at run time, never at parse time;
-* a **mapped task group** per prompt: submit (``LumaGenerateOperator``) -> wait
-  (``LumaTaskSensor``, deferrable: no worker slot held while Luma renders) -> download the video
-  and thumbnail (``LumaDownloadVideoOperator``) into ``{output_root}/<run date>/``;
-  ``output_root`` is any ``ObjectStoragePath`` URI (``s3://bucket/videos``, ``gs://...``,
+* prompts run in **chunks** of ``chunk_size`` (param, default 100): one mapped task group per
+  chunk, ``generate`` (``LumaGenerateOperator(prompts=[...])``: submits a few at a time, records
+  every accepted id at once, then waits for the whole chunk in one deferral, no worker slot
+  held while Luma renders) -> ``download`` (videos and thumbnails, a few at a time) into
+  ``{output_root}/<run date>/``. 10,000 prompts are 200 task instances, not 30,000: Airflow's
+  cost per task instance, not HTTP, is what limits big batches;
+* ``output_root`` is any ``ObjectStoragePath`` URI (``s3://bucket/videos``, ``gs://...``,
   ``file:///...``; default ``$AIRFLOW_HOME/luma_output``);
 * ``report`` runs whatever happened (``trigger_rule=all_done``) and writes ``manifest.json`` and a
-  playable ``index.html`` gallery next to the videos, failed prompts included with their reason;
-  ``check`` then fails the run if any prompt failed, so one bad prompt neither sinks the batch
-  nor goes unnoticed;
-* concurrency against the gateway is capped by the Airflow pool named in ``LUMA_POOL``
-  (create it with ``airflow pools set luma 5 "Luma gateway"``; default: ``default_pool``).
-  Deferred sensors do not take pool slots, so the pool limits submissions and downloads.
+  playable ``index.html`` gallery next to the videos, one entry per prompt, failed prompts
+  included with their reason; ``check`` then fails the run if any prompt has no video *file*
+  (states alone are not enough: a lost download must not pass), so one bad prompt neither sinks
+  the batch nor goes unnoticed;
+* a retry of a chunk (``retries=2``) re-attaches to the generations it already paid for and
+  submits only the prompts that were never accepted;
+* concurrency against the gateway: ``LUMA_CHUNK_CONCURRENCY`` submits/downloads per chunk
+  (default 4) times the chunks running at once, which the Airflow pool named in ``LUMA_POOL``
+  caps (``airflow pools set luma 5 "Luma gateway"``; default: ``default_pool``). Deferred
+  waits take no pool slot.
 
-The per-prompt group lives in ``luma_common.py`` beside this file (shared with
-``luma_asset_pipeline``); copy both files together.
+For a handful of prompts where you want one grid row (and per-prompt retries) per prompt,
+``luma_asset_pipeline`` shows the mapped one-prompt-per-task shape (``luma_common.video_group``).
+The building blocks live in ``luma_common.py`` beside this file; copy both files together.
 """
 
 from __future__ import annotations
@@ -27,13 +35,13 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Param, task
-from luma_common import OUTPUT_ROOT, RUN_DATE, raise_if_any_failed, video_group
+from luma_common import OUTPUT_ROOT, RUN_DATE, chunk_group, raise_if_any_failed
 
 PROMPTS_FILE = str(Path(__file__).parent / "prompts" / "daily_prompts.yaml")
 
 with DAG(
     dag_id="luma_daily_content",
-    description="Generate one Luma video per prompt every day; manifest + HTML gallery per run",
+    description="Generate one Luma video per prompt every day, in chunks; manifest + HTML gallery per run",
     schedule="0 6 * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -42,38 +50,42 @@ with DAG(
     params={
         "prompts_file": Param(PROMPTS_FILE, type="string", description="YAML or CSV file of prompts"),
         "output_root": Param(OUTPUT_ROOT, type="string", description="ObjectStoragePath URI for outputs"),
+        "chunk_size": Param(
+            100, type="integer", minimum=1, maximum=1000, description="Prompts per generate/download task"
+        ),
     },
     doc_md=__doc__,
 ) as dag:
 
     @task
     def load_prompts(params: dict) -> list[dict]:
-        """Read the prompt file (YAML list or CSV with a header) into operator kwargs."""
+        """Read the prompt file (YAML list or CSV with a header) and cut it into chunks."""
+        from luma_common import chunk_prompts
+
         from luma_provider.prompts import load_prompt_file
 
-        return load_prompt_file(params["prompts_file"])
+        return chunk_prompts(load_prompt_file(params["prompts_file"]), int(params["chunk_size"]))
 
     @task(trigger_rule="all_done", templates_dict={"run_date": RUN_DATE})
     def report(params: dict, run_id: str, templates_dict: dict, ti=None) -> dict:
         """Manifest + gallery for every prompt of the run, whatever state each ended in."""
-        from luma_common import write_run_report
+        from luma_common import write_chunk_report
 
-        return write_run_report(
+        return write_chunk_report(
             ti=ti,
             run_id=run_id,
-            group_id="generate",
             output_dir=f"{params['output_root']}/{templates_dict['run_date']}",
         )
 
     @task
     def check(summary: dict) -> None:
-        """Fail the run (after the report is written) if any prompt did not produce a video."""
+        """Fail the run (after the report is written) if any prompt has no video on storage."""
         raise_if_any_failed(summary)
 
-    # One submit -> wait -> download group per prompt (see luma_common.video_group).
-    groups = video_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE).expand_kwargs(
+    # One generate -> download group per chunk of prompts (see luma_common.chunk_group).
+    chunks = chunk_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE).expand_kwargs(
         load_prompts()
     )
     summary = report()
-    groups >> summary
+    chunks >> summary
     check(summary)

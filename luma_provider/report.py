@@ -28,7 +28,8 @@ def write_report(
     """Write ``manifest.json`` + ``index.html`` into ``output_dir`` (any ``ObjectStoragePath`` URI).
 
     Each row is ``{"prompt": ..., "generation_id": id or None, "download": the download
-    operator's ``include_thumbnail`` result or None, **extra fields kept as they are}``. States
+    operator's ``include_thumbnail`` result or None, "failure_reason": why it was never
+    submitted (optional), **extra fields kept as they are}``. States
     and failure reasons come from one batch status call (the authority), so a prompt whose
     wait failed is still reported with Luma's ``failure_reason``.
 
@@ -46,12 +47,15 @@ def write_report(
         row = dict(row)
         gen = current.get(row.pop("generation_id", None) or "")
         down = row.pop("download", None) or {}
+        submit_error = row.pop("failure_reason", None)  # why a prompt has no generation at all
         entries.append(
             {
                 **row,
                 "generation_id": gen.id if gen else None,
                 "state": gen.state.value if gen else "not_submitted",
-                "failure_reason": gen.failure_reason if gen else "submit task failed; see its log",
+                "failure_reason": gen.failure_reason
+                if gen
+                else submit_error or "submit task failed; see its log",
                 "video": _file_name(down.get("video")),
                 "thumbnail": _file_name(down.get("thumbnail")),
                 "video_uri": down.get("video"),

@@ -475,6 +475,14 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             result["completed"],
             result["failed"],
         )
+        for entry in result["prompts"]:
+            if entry["failure_reason"] is not None:
+                self.log.warning(
+                    "Prompt %r (%s) did not complete: %s",
+                    short_label(entry["prompt"]),
+                    entry["generation_id"] or "not submitted",
+                    entry["failure_reason"],
+                )
         ambiguous = [x for x in submitted if x.ambiguous]
         if ambiguous and self.ambiguous_submit == "fail":
             context["ti"].xcom_push(key=XCOM_BATCH_RESULT, value=result)

@@ -166,7 +166,8 @@ def test_daily_content_end_to_end_with_a_failing_prompt(
     ]
     prompts_file = write_prompt_file(tmp_path / "prompts.yaml", prompts)
 
-    run = dags_test("luma_daily_content", "2026-11-25", conf={"prompts_file": str(prompts_file)})
+    conf = {"prompts_file": str(prompts_file), "chunk_size": 2}
+    run = dags_test("luma_daily_content", "2026-11-25", conf=conf)
 
     # The batch is reported, then `check` fails the run on purpose.
     assert run.returncode == 1, run.output[-3000:]
@@ -176,25 +177,27 @@ def test_daily_content_end_to_end_with_a_failing_prompt(
     failed = manifest["generations"][2]
     assert failed["failure_reason"] == FAIL_REASON
 
-    # The failing prompt's own wait task says why; `check` names it too.
-    assert FAIL_REASON in run.task_log("generate.wait", 2)
-    assert failed["generation_id"] in run.task_log("generate.wait", 2)
+    # Two chunks (2 + 1 prompts). The failing prompt's chunk says why and still succeeds, so
+    # its download runs; `check` names the prompt and fails the run.
+    second_chunk = run.task_log("chunks.generate", 1)
+    assert FAIL_REASON in second_chunk and failed["generation_id"] in second_chunk
     assert FAIL_REASON in run.task_log("check")
-    # Good prompts' downloads ran; the failed one's never did.
-    assert "Downloaded" in run.task_log("generate.download", 0)
-    assert "[DAG TEST] starting task_id=generate.download map_index=2" not in run.output
+    assert "Downloaded" in run.task_log("chunks.download", 0)
+    def chunk_label(span: str, prompt: str) -> str:  # "<first>-<last>: <first prompt, 40 chars>"
+        return f"{span}: {prompt if len(prompt) <= 40 else prompt[:39] + '…'}"
 
-    # The sensor deferred to the (inline) triggerer, and nothing was paid for twice.
-    assert DEFERRED in run.output
+    labels = [chunk_label("1-2", prompts[0]["prompt"]), chunk_label("3", prompts[2]["prompt"])]
+    assert [e["chunk"] for e in manifest["generations"]] == [labels[0], labels[0], labels[1]]
+
+    # Each chunk deferred once to the (inline) triggerer, and nothing was paid for twice.
+    assert run.output.count(DEFERRED) == 2
     assert sandbox.stats()["submissions"] == len(prompts)
 
-    # Every step of a prompt is named after it in the UI (not a UUID or a bare index); the
-    # failed prompt's download never ran, so it has no name.
-    labels = [p["prompt"] if len(p["prompt"]) <= 48 else p["prompt"][:47] + "…" for p in prompts]
+    # Every task of a chunk is named after its prompts in the UI (not a bare index).
+    labels = [label if len(label) <= 48 else label[:47] + "…" for label in labels]
     assert rendered_map_indexes(airflow_home, "luma_daily_content", manifest["run_id"]) == {
-        "generate.submit": labels,
-        "generate.wait": labels,
-        "generate.download": [*labels[:2], None],
+        "chunks.generate": labels,
+        "chunks.download": labels,
     }
 
 
