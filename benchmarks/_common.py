@@ -17,11 +17,22 @@ PYTHON = sys.executable
 API_KEY = "bench-key-0001"
 
 
+class SandboxURL(str):
+    """The sandbox's base URL (a plain ``str`` everywhere) that also knows the sandbox's ``pid``."""
+
+    pid: int
+
+    def __new__(cls, url: str, pid: int) -> SandboxURL:
+        self = super().__new__(cls, url)
+        self.pid = pid
+        return self
+
+
 @contextlib.contextmanager
-def sandbox_process(**options: float | str) -> Iterator[str]:
+def sandbox_process(**options: float | str) -> Iterator[SandboxURL]:
     """Run ``python -m luma_provider.sandbox`` in its own process (its CPU/RSS are not ours).
 
-    Yields the sandbox's URL.
+    Yields the sandbox's URL, a ``str`` whose ``.pid`` is the sandbox process (for ``proc_cpu_seconds``).
     """
     with tempfile.TemporaryDirectory(prefix="luma-bench-") as tmp:
         port_file = Path(tmp) / "url"
@@ -51,7 +62,7 @@ def sandbox_process(**options: float | str) -> Iterator[str]:
             from luma_provider.sandbox import SandboxAdmin
 
             SandboxAdmin(url, api_key=API_KEY).wait_ready()
-            yield url
+            yield SandboxURL(url, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -82,6 +93,13 @@ def proc_status_kib(field: str, pid: int | str = "self") -> int:
     except OSError:
         pass
     return 0
+
+
+def proc_cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process has used so far (``/proc/<pid>/stat`` utime + stime)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) is [0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> float:

@@ -5,7 +5,7 @@ between benchmarks) this waits, up to 10 minutes, for the 1-min load average to 
 ``--max-load`` or below, because the goals are about this provider's cost, not a busy machine's.
 Raw results go to ``--out`` (default ``benchmarks/results/``) as JSON, with the machine info.
 
-Usage: ``python benchmarks/run_all.py [--only many_waits,download,parse] [--quick]``
+Usage: ``python benchmarks/run_all.py [--only many_waits,download,parse,official_status] [--quick]``
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "many_waits": ("bench_many_waits.py", [], ["--n", "200", "--spread-from", "5", "--spread-to", "15"]),
     "download": ("bench_download.py", [], ["--size-mib", "256", "--rounds", "2"]),
     "parse": ("bench_parse.py", [], ["--repeat", "3"]),
+    "official_status": ("bench_official_status.py", [], ["--quick"]),
 }
 
 
