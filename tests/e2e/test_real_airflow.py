@@ -4,8 +4,9 @@ One test, one temporary AIRFLOW_HOME, LocalExecutor on SQLite, every component a
 subprocess, the Luma gateway faked by ``LumaSandbox`` in this process. It checks what only a real
 deployment can show:
 
-* the ``generate.wait`` sensors are really *deferred* (TI state ``deferred``, rows in ``trigger``,
-  no ``running`` TI, and six waits at once with ``parallelism=4``);
+* the prompts run in chunks of 2 (``chunk_size``): each ``chunks.generate`` task submits its
+  chunk and is then really *deferred* (TI state ``deferred``, one trigger per chunk, no
+  ``running`` TI, and three deferred chunks at once with ``parallelism=2``);
 * a triggerer killed with SIGKILL mid-wait is replaced by a new one that resumes every wait;
 * the run succeeds, the gateway saw exactly one submission per prompt (nothing paid twice, not
   even across the triggerer restart), the manifest and the videos are on disk;
@@ -40,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 DAG_ID = "luma_daily_content"
 API_KEY = "sk-E2E-SECRET-7f3a"
-PARALLELISM = 4
+PARALLELISM = 2
+CHUNK_SIZE = 2
 PROMPTS = [
     ("A lighthouse at dawn, waves crashing in slow motion, drone orbit shot", "16:9"),
     ("Close-up of ink drops blooming in water, macro, studio light", "1:1"),
@@ -49,6 +51,9 @@ PROMPTS = [
     ("Timelapse of clouds rolling over a mountain ridge at sunset", "4:3"),
     ("A paper plane gliding across a sunlit classroom, handheld camera", "3:4"),
 ]
+#: The deferred task of each chunk (submit, then one wait for the chunk), and how many chunks.
+WAIT_TASK = "chunks.generate"
+CHUNKS = -(-len(PROMPTS) // CHUNK_SIZE)
 #: Sandbox timings: every generation is pending QUEUE_S then processing HOLD_S. HOLD_S is long on
 #: purpose; the test releases the generations once the restarted triggerer has taken over (and if
 #: it cannot, they complete on their own after HOLD_S, the test is only slower).
@@ -151,12 +156,12 @@ def _run_scenario(
         "--run-id",
         run_id,
         "-c",
-        json.dumps({"prompts_file": str(prompts_file)}),
+        json.dumps({"prompts_file": str(prompts_file), "chunk_size": CHUNK_SIZE}),
         timeout=deadline.left(180),
     )
     log(f"triggered {run_id}")
 
-    # ---- 3. all six waits deferred, none holding a worker slot --------------------------------
+    # ---- 3. every chunk deferred, none holding a worker slot ---------------------------------------
     def run_not_failed() -> None:
         stack.assert_alive()
         state = db.run_state(run_id)
@@ -164,20 +169,20 @@ def _run_scenario(
             raise AssertionError(f"run {run_id} failed early: {db.tis(run_id)}")
 
     def all_waits_deferred() -> bool:
-        waits = db.tis(run_id, "generate.wait")
+        waits = db.tis(run_id, WAIT_TASK)
         done = [r for r in waits if r[2] in ("success", "failed", "up_for_retry", "skipped")]
         assert not done, f"a wait ended before all were deferred (machine too slow for HOLD_S?): {waits}"
-        return len(waits) == len(PROMPTS) and all(r[2] == "deferred" and r[4] is not None for r in waits)
+        return len(waits) == CHUNKS and all(r[2] == "deferred" and r[4] is not None for r in waits)
 
     wait_for(
-        "every generate.wait to be deferred", all_waits_deferred, deadline.left(240), on_tick=run_not_failed
+        f"every {WAIT_TASK} to be deferred", all_waits_deferred, deadline.left(240), on_tick=run_not_failed
     )
-    log("all waits deferred")
-    submits = db.tis(run_id, "generate.submit")
-    assert [r[2] for r in submits] == ["success"] * len(PROMPTS), submits
+    log("all chunks deferred")
+    # Every prompt was submitted before its chunk deferred.
+    assert sandbox.submissions == len(PROMPTS)
     trigger_cols = db.columns("trigger")
-    trigger_ids = sorted(r[4] for r in db.tis(run_id, "generate.wait"))
-    assert len(set(trigger_ids)) == len(PROMPTS), f"one trigger per wait expected: {trigger_ids}"
+    trigger_ids = sorted(r[4] for r in db.tis(run_id, WAIT_TASK))
+    assert len(set(trigger_ids)) == CHUNKS, f"one trigger per chunk expected: {trigger_ids}"
 
     def triggers() -> dict[int, dict[str, Any]]:
         rows = db.query(
@@ -188,14 +193,14 @@ def _run_scenario(
     # Held for a while: still deferred, still no running wait, nothing running at all.
     polls_before = _status_polls(sandbox)
     for _ in range(3):
-        waits = db.tis(run_id, "generate.wait")
+        waits = db.tis(run_id, WAIT_TASK)
         assert all(r[2] == "deferred" for r in waits), waits
         running = db.query("SELECT task_id, map_index FROM task_instance WHERE state='running'")
         assert running == [], f"a worker slot is held while the sensors wait: {running}"
-        assert len(triggers()) == len(PROMPTS)
+        assert len(triggers()) == CHUNKS
         time.sleep(2)
-    # Six concurrent waits with parallelism=4 are only possible without worker slots.
-    assert len(PROMPTS) > PARALLELISM
+    # Three concurrent waits with parallelism=2 are only possible without worker slots.
+    assert CHUNKS > PARALLELISM
     wait_for(
         "the triggerer to poll the gateway",
         lambda: _status_polls(sandbox) > polls_before,
@@ -215,13 +220,13 @@ def _run_scenario(
     # ---- 4. SIGKILL the triggerer mid-wait, start a new one --------------------------------------
     stack.kill("triggerer", signal.SIGKILL)
     log("triggerer killed")
-    assert all(r[2] == "deferred" for r in db.tis(run_id, "generate.wait"))
+    assert all(r[2] == "deferred" for r in db.tis(run_id, WAIT_TASK))
     assert set(triggers()) == set(trigger_ids), "triggers must survive the triggerer"
     stack.start("triggerer-2", "triggerer")
 
     def taken_over() -> bool:
         current = triggers()
-        return len(current) == len(PROMPTS) and all(
+        return len(current) == CHUNKS and all(
             t["triggerer_id"] is not None and t["triggerer_id"] not in old_triggerers
             for t in current.values()
         )
@@ -243,7 +248,7 @@ def _run_scenario(
     )
     log(
         f"new triggerer took over; waits still deferred: "
-        f"{sum(r[2] == 'deferred' for r in db.tis(run_id, 'generate.wait'))}"
+        f"{sum(r[2] == 'deferred' for r in db.tis(run_id, WAIT_TASK))}"
     )
     assert sandbox.submissions == len(PROMPTS)
     released = release_generations(sandbox)
@@ -265,8 +270,8 @@ def _run_scenario(
     assert all(r[3] == 1 for r in tis), f"a task was retried: {tis}"
     assert triggers() == {}, "fired triggers are cleaned up"
     # Each wait ran in both triggerers: its trigger log exists once per triggerer job.
-    run_logs = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=generate.wait"
-    for i in range(len(PROMPTS)):
+    run_logs = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={WAIT_TASK}"
+    for i in range(CHUNKS):
         names = {p.name for p in (run_logs / f"map_index={i}").glob("attempt=1.log.trigger.*.log")}
         expected = {f"attempt=1.log.trigger.{j}.log" for j in old_triggerers | new_triggerers}
         assert names == expected, (i, names, expected)
@@ -292,7 +297,7 @@ def _run_scenario(
     assert (folder / "index.html").is_file()
 
     store_rows = _task_state_store(db, run_id)
-    log(f"task_state_store rows for generate.submit: {len(store_rows)}")
+    log(f"task_state_store rows for {WAIT_TASK}: {len(store_rows)}")
     if store_rows is not None:
         assert sorted(store_rows) == sorted(e["generation_id"] for e in entries), store_rows
 
@@ -345,7 +350,7 @@ def _task_state_store(db: MetaDB, run_id: str) -> list[str] | None:
     rows = [dict(zip(cols, r, strict=False)) for r in db.query("SELECT * FROM task_state_store")]
     values = []
     for row in rows:
-        if row.get("key") == "luma_generation_id":
+        if str(row.get("key")).startswith("luma_generation_id:"):  # one per prompt of a chunk
             value = row.get("value")
             with contextlib.suppress(TypeError, ValueError):
                 value = json.loads(value)
