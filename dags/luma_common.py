@@ -103,12 +103,13 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
 
 
 def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str | None = None):
-    """A task group for a chunk of prompts: generate all (submit, one deferred wait) -> download all.
+    """A task group for a chunk of prompts: submit all -> wait for all (deferred) -> download all.
 
-    Map it over ``chunk_prompts`` output; 10,000 prompts in chunks of 100 are 200 task instances,
-    not 30,000. ``generate`` never fails for a failed prompt (``max_failed_fraction=1``): the
-    report lists every prompt and ``check`` fails the run afterwards. A retry of ``generate``
-    reuses every prompt already accepted (task state store), so it never pays twice.
+    Map it over ``chunk_prompts`` output; 10,000 prompts in chunks of 100 are 300 task
+    instances, not 30,000. ``submit`` records every accepted id at once, so its retries submit
+    only the prompts not accepted yet; ``wait`` re-attaches to the same ids on a retry and never
+    submits. Neither fails for a prompt Luma refused or failed (``max_failed_fraction=1``): the
+    report lists every prompt and ``check`` fails the run afterwards.
 
     :param destination: folder URI (templated, ends with ``/``) the files are downloaded to.
     :param group_id: the group's id; ``write_chunk_report`` needs it.
@@ -117,23 +118,30 @@ def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str
 
     @task_group(group_id=group_id)
     def chunk(prompts, label):
-        generate = LumaGenerateOperator(
-            task_id="generate",
+        submit = LumaGenerateOperator(
+            task_id="submit",
             prompts=prompts,
             map_label=label,
             max_concurrent_submits=CHUNK_CONCURRENCY,
             max_failed_fraction=1.0,
-            wait_for_completion=True,
-            poll_interval=POLL_INTERVAL,
-            timeout=60 * 60,
             pool=POOL,
             idempotency_key=idempotency_key,
             retries=2,
             retry_delay=timedelta(seconds=30),
         )
+        wait = LumaTaskSensor(
+            task_id="wait",
+            generation_id=submit.output,
+            max_failed_fraction=1.0,
+            poll_interval=POLL_INTERVAL,
+            timeout=60 * 60,
+            map_label=label,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
+        )
         return LumaDownloadVideoOperator(
             task_id="download",
-            generation_id=generate.output,
+            generation_id=wait.output,
             include_thumbnail=True,
             max_concurrent_downloads=CHUNK_CONCURRENCY,
             destination=destination,
@@ -224,20 +232,29 @@ def write_chunk_report(
 ) -> dict[str, Any]:
     """Report on every prompt of every ``chunk_group`` instance (one manifest entry per prompt).
 
-    Per chunk (by map index, so one chunk or many read the same way): the batch result, or
-    when ``generate`` failed its ``batch_result``/``batch_submitted`` XCom, and the downloads.
-    A chunk whose task never submitted lists its prompts as not submitted.
+    Per chunk (by map index, so one chunk or many read the same way): the newest batch result
+    (wait, else submit; ``batch_result`` when that task failed; else what was submitted) and
+    the downloads. A chunk whose submit never ran lists its prompts as not submitted.
     """
     chunks = _as_list(ti.xcom_pull(task_ids="load_prompts"))
     rows = []
     for index, chunk in enumerate(chunks):
-        task_id = f"{group_id}.generate"
-        result = ti.xcom_pull(task_ids=task_id, map_indexes=index) or ti.xcom_pull(
-            task_ids=task_id, key="batch_result", map_indexes=index
-        )
-        entries = result.get("prompts", []) if isinstance(result, dict) else []
-        if not entries:  # the wait never finished: the ids are in what was submitted
-            entries = _as_list(ti.xcom_pull(task_ids=task_id, key="batch_submitted", map_indexes=index))
+        # The most finished view of the chunk first: the wait's result, then the submit's.
+        entries: list[Any] = []
+        for task_id, key in (
+            (f"{group_id}.wait", "return_value"),
+            (f"{group_id}.wait", "batch_result"),
+            (f"{group_id}.submit", "return_value"),
+            (f"{group_id}.submit", "batch_result"),
+        ):
+            result = ti.xcom_pull(task_ids=task_id, key=key, map_indexes=index)
+            if isinstance(result, dict) and isinstance(result.get("prompts"), list):
+                entries = result["prompts"]
+                break
+        else:  # the submit failed before its result: the ids are in what it submitted
+            entries = _as_list(
+                ti.xcom_pull(task_ids=f"{group_id}.submit", key="batch_submitted", map_indexes=index)
+            )
         downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download", map_indexes=index))
         by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
         for position, prompt in enumerate(chunk["prompts"]):

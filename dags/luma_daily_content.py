@@ -5,11 +5,11 @@ What it shows:
 * prompts for the run come from ``prompts/daily_prompts.yaml`` beside this file (or the
   ``prompts_file`` param), read at run time, never at parse time;
 * prompts run in **chunks** of ``chunk_size`` (param, default 100): one mapped task group per
-  chunk, ``generate`` (``LumaGenerateOperator(prompts=[...])``: submits a few at a time, records
-  every accepted id at once, then waits for the whole chunk in one deferral, no worker slot
-  held while Luma renders) -> ``download`` (videos and thumbnails, a few at a time) into
-  ``{output_root}/<run date>/``. 10,000 prompts are 200 task instances, not 30,000: Airflow's
-  cost per task instance, not HTTP, is what limits big batches;
+  chunk, ``submit`` (``LumaGenerateOperator(prompts=[...])``: a few submits at a time, every
+  accepted id recorded at once) -> ``wait`` (``LumaTaskSensor`` on the whole chunk, deferred: no
+  worker slot held while Luma renders) -> ``download`` (videos and thumbnails, a few at a time)
+  into ``{output_root}/<run date>/``. 10,000 prompts are 300 task instances, not 30,000:
+  Airflow's cost per task instance, not HTTP, is what limits big batches;
 * ``output_root`` is any ``ObjectStoragePath`` URI (``s3://bucket/videos``, ``gs://...``,
   ``file:///...``; default ``$AIRFLOW_HOME/luma_output``);
 * ``report`` runs whatever happened (``trigger_rule=all_done``) and writes ``manifest.json`` and a
@@ -17,8 +17,8 @@ What it shows:
   included with their reason; ``check`` then fails the run if any prompt has no video *file*
   (states alone are not enough: a lost download must not pass), so one bad prompt neither sinks
   the batch nor goes unnoticed;
-* a retry of a chunk (``retries=2``) re-attaches to the generations it already paid for and
-  submits only the prompts that were never accepted;
+* retries (``retries=2``) never pay twice: a retried ``submit`` reuses every prompt already
+  accepted and submits only the rest; a retried ``wait`` re-attaches to the same ids;
 * concurrency against the gateway: ``LUMA_CHUNK_CONCURRENCY`` submits/downloads per chunk
   (default 4) times the chunks running at once, which the Airflow pool named in ``LUMA_POOL``
   caps (``airflow pools set luma 5 "Luma gateway"``; default: ``default_pool``). Deferred
@@ -51,7 +51,7 @@ with DAG(
         "prompts_file": Param(PROMPTS_FILE, type="string", description="YAML or CSV file of prompts"),
         "output_root": Param(OUTPUT_ROOT, type="string", description="ObjectStoragePath URI for outputs"),
         "chunk_size": Param(
-            100, type="integer", minimum=1, maximum=1000, description="Prompts per generate/download task"
+            100, type="integer", minimum=1, maximum=1000, description="Prompts per submit/wait/download task"
         ),
     },
     doc_md=__doc__,
@@ -82,7 +82,7 @@ with DAG(
         """Fail the run (after the report is written) if any prompt has no video on storage."""
         raise_if_any_failed(summary)
 
-    # One generate -> download group per chunk of prompts (see luma_common.chunk_group).
+    # One submit -> wait -> download group per chunk of prompts (see luma_common.chunk_group).
     chunks = chunk_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE).expand_kwargs(
         load_prompts()
     )

@@ -25,7 +25,9 @@ from luma_provider.concurrency import run_bounded
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
     LumaAuthError,
+    LumaBadRequestError,
     LumaConfigError,
+    LumaError,
     LumaValidationError,
 )
 from luma_provider.ledger import key_for_request
@@ -44,6 +46,8 @@ PROMPT_KEYS = ("prompt", *api.OPTION_NAMES, "extra")
 NOT_SUBMITTED = "not_submitted"
 NO_RESULT = "no_result"
 MISSING = "missing"
+#: XCom key of a batch's result when its task fails (on success it is the return value).
+XCOM_RESULT = "batch_result"
 #: Prompts listed in a failure message (the rest are counted).
 LISTED_FAILURES = 10
 
@@ -156,13 +160,18 @@ class Submitted:
     generation_id: str | None = None
     error: str | None = None
     ambiguous: bool = False
+    #: The submit failed for a reason a later try may not meet (5xx, network, a stopped batch);
+    #: False when the gateway refused this very request (400/422) or its outcome is unknown.
+    retryable: bool = False
 
     @classmethod
     def of(cls, options: api.GenerationOptions, result: LumaGeneration | Exception) -> Submitted:
         if isinstance(result, LumaGeneration):
             return cls(options.prompt, generation_id=result.id)
         message = f"{type(result).__name__}: {result}"[: api.MESSAGE_LIMIT]
-        return cls(options.prompt, error=message, ambiguous=isinstance(result, LumaAmbiguousSubmitError))
+        ambiguous = isinstance(result, LumaAmbiguousSubmitError)
+        refused = isinstance(result, (LumaBadRequestError, LumaValidationError))
+        return cls(options.prompt, error=message, ambiguous=ambiguous, retryable=not (ambiguous or refused))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +179,7 @@ class Submitted:
             "generation_id": self.generation_id,
             "error": self.error,
             "ambiguous": self.ambiguous,
+            "retryable": self.retryable,
         }
 
     @classmethod
@@ -180,6 +190,18 @@ class Submitted:
             generation_id=api.validate_generation_id(gen_id, "generation_id") if gen_id else None,
             error=str(data["error"]) if data.get("error") else None,
             ambiguous=bool(data.get("ambiguous")),
+            retryable=bool(data.get("retryable")),
+        )
+
+    @classmethod
+    def from_result_entry(cls, entry: Mapping[str, Any]) -> Submitted:
+        """Back from a batch result's prompt entry (what a downstream sensor receives)."""
+        gen_id = entry.get("generation_id")
+        return cls(
+            prompt=str(entry.get("prompt", "")),
+            generation_id=api.validate_generation_id(gen_id, "generation_id") if gen_id else None,
+            error=None if gen_id else str(entry.get("failure_reason") or "not submitted"),
+            ambiguous=bool(entry.get("ambiguous_submit")),
         )
 
 
@@ -231,6 +253,63 @@ def outcome(
     }
 
 
+def settle(hook: LumaHook, submitted: Sequence[Submitted], *, finished: bool, log: Any) -> dict[str, Any]:
+    """Fetch the current state of every submitted prompt and build the batch result (logged)."""
+    ids = [x.generation_id for x in submitted if x.generation_id]
+    current = {g.id: g for g in hook.get_generations(ids)} if ids else {}
+    result = outcome(submitted, current, finished=finished)
+    log.info(
+        "Batch of %d prompts: %d completed, %d failed, %d pending",
+        result["total"],
+        result["completed"],
+        result["failed"],
+        result["pending"],
+    )
+    for entry in result["prompts"]:
+        if entry["failure_reason"] is not None:
+            log.warning(
+                "Prompt %r (%s) did not complete: %s",
+                short_label(entry["prompt"]),
+                entry["generation_id"] or "not submitted",
+                entry["failure_reason"],
+            )
+    return result
+
+
+def judge(
+    result: Mapping[str, Any],
+    submitted: Sequence[Submitted],
+    *,
+    max_failed_fraction: float,
+    ambiguous_submit: str = "fail",
+    last_try: bool = True,
+) -> LumaError | None:
+    """The error that should fail the task, or None. In this order:
+
+    1. a submit with an unknown outcome (``ambiguous_submit="fail"``): no Airflow retry may send
+       it again, so ``LumaAmbiguousSubmitError`` (clear the task to resubmit; the rest is reused);
+    2. prompts not submitted for a passing reason (5xx, network, a stopped batch) while retries
+       remain: fail so the retry submits just those (the last try lets the chunk go on);
+    3. more failed prompts than ``max_failed_fraction`` of the batch.
+    """
+    if ambiguous_submit == "fail" and any(x.ambiguous for x in submitted):
+        count = sum(x.ambiguous for x in submitted)
+        return LumaAmbiguousSubmitError(
+            f"{count} submit(s) of this batch have an unknown outcome and were not sent again (the "
+            f"gateway may have them): {failure_message(result)}. Clear the task to submit them again; "
+            "the other prompts are reused, not paid twice."
+        )
+    retryable = [x for x in submitted if x.retryable and not x.generation_id]
+    if retryable and not last_try:
+        return LumaError(
+            f"{len(retryable)} of {len(submitted)} prompts could not be submitted (first: "
+            f"{retryable[0].error}); the task's retry submits only those"
+        )
+    if result["failed"] > max_failed_fraction * result["total"]:
+        return LumaError(f"{failure_message(result)} (max_failed_fraction={max_failed_fraction:g})")
+    return None
+
+
 def failure_message(result: Mapping[str, Any]) -> str:
     """``n of m prompts failed: 'prompt…': reason; …`` (the first few, then a count)."""
     failed = [e for e in result["prompts"] if e["failure_reason"] is not None]
@@ -241,9 +320,21 @@ def failure_message(result: Mapping[str, Any]) -> str:
     return f"{len(failed)} of {result['total']} prompts did not complete: {listed}{more}"
 
 
+def is_result(value: Any) -> bool:
+    """Whether ``value`` is a batch result (the generate operator's or the sensor's XCom)."""
+    return isinstance(value, Mapping) and isinstance(value.get("prompts"), list) and "total" in value
+
+
+def validate_fraction(value: Any, name: str = "max_failed_fraction") -> float:
+    """A share of a batch, from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise LumaValidationError(name, f"must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def completed_generations(value: Any) -> list[dict[str, Any]] | None:
     """The completed generations of a batch result (None when ``value`` is not one)."""
-    if not (isinstance(value, Mapping) and isinstance(value.get("prompts"), list) and "total" in value):
+    if not is_result(value):
         return None
     return [
         e["generation"]

@@ -46,7 +46,7 @@ GENERATE_LABEL_TEMPLATE = (
 #: XCom key of a batch's submits (prompt, id or error), kept for ``execute_complete``.
 XCOM_BATCH_SUBMITTED = "batch_submitted"
 #: XCom key of a batch's result when the task fails (on success it is the return value).
-XCOM_BATCH_RESULT = "batch_result"
+XCOM_BATCH_RESULT = batch.XCOM_RESULT
 #: Upper bound of ``max_concurrent_submits``/``max_concurrent_downloads`` (the hook's pool holds 16).
 MAX_CONCURRENT_SUBMITS = 16
 
@@ -383,14 +383,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             raise LumaValidationError(
                 "max_concurrent_submits", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
             )
-        if (
-            isinstance(max_failed_fraction, bool)
-            or not isinstance(max_failed_fraction, (int, float))
-            or not (0 <= max_failed_fraction <= 1)
-        ):
-            raise LumaValidationError(
-                "max_failed_fraction", f"must be a number from 0 to 1, got {max_failed_fraction!r}"
-            )
+        max_failed_fraction = batch.validate_fraction(max_failed_fraction)
         self.prompt = prompt
         self.prompts = prompts
         self.max_concurrent_submits = max_concurrent_submits
@@ -465,37 +458,19 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         return self._finish_batch(context, submitted)
 
     def _finish_batch(self, context: Context, submitted: list[batch.Submitted]) -> dict[str, Any]:
-        """Sort the prompts into completed and failed; fail the task as ``max_failed_fraction`` says."""
-        ids = [x.generation_id for x in submitted if x.generation_id]
-        current = {g.id: g for g in self.hook.get_generations(ids)} if ids else {}
-        result = batch.outcome(submitted, current, finished=self.wait_for_completion)
-        self.log.info(
-            "Batch of %d prompts: %d completed, %d failed",
-            result["total"],
-            result["completed"],
-            result["failed"],
+        """Sort the prompts into completed and failed; fail the task as ``batch.judge`` says."""
+        result = batch.settle(self.hook, submitted, finished=self.wait_for_completion, log=self.log)
+        ti = context["ti"]
+        error = batch.judge(
+            result,
+            submitted,
+            max_failed_fraction=self.max_failed_fraction,
+            ambiguous_submit=self.ambiguous_submit,
+            last_try=ti.try_number > (self.retries or 0),
         )
-        for entry in result["prompts"]:
-            if entry["failure_reason"] is not None:
-                self.log.warning(
-                    "Prompt %r (%s) did not complete: %s",
-                    short_label(entry["prompt"]),
-                    entry["generation_id"] or "not submitted",
-                    entry["failure_reason"],
-                )
-        ambiguous = [x for x in submitted if x.ambiguous]
-        if ambiguous and self.ambiguous_submit == "fail":
-            context["ti"].xcom_push(key=XCOM_BATCH_RESULT, value=result)
-            raise LumaAmbiguousSubmitError(
-                f"{len(ambiguous)} submit(s) of this batch have an unknown outcome and were not sent again "
-                f"(the gateway may have them): {batch.failure_message(result)}. Clear the task to submit "
-                "them again; the other prompts are reused, not paid twice."
-            )
-        if result["failed"] > self.max_failed_fraction * result["total"]:
-            context["ti"].xcom_push(key=XCOM_BATCH_RESULT, value=result)
-            raise LumaError(
-                f"{batch.failure_message(result)} (max_failed_fraction={self.max_failed_fraction:g})"
-            )
+        if error is not None:
+            ti.xcom_push(key=XCOM_BATCH_RESULT, value=result)
+            raise error
         return result
 
     def _submit(self, request: SubmitRequest) -> LumaGeneration:

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from luma_provider import api
+from luma_provider import api, batch
 from luma_provider.exceptions import LumaTimeoutError
 from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
 from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.luma import (
+    check_event,
     generations_from_event,
     raise_if_failed,
 )
@@ -27,7 +28,11 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
     Deferrable by default: the wait happens in the triggerer and holds no worker slot.
 
     :param generation_id: one id, a list of ids, or generation dicts (e.g. the submit
-        operator's XCom). Templated.
+        operator's XCom), or a batch ``LumaGenerateOperator``'s result: then the sensor waits
+        until *every* submitted prompt has finished, failed or not, and returns the batch result
+        with each prompt's outcome. Templated.
+    :param max_failed_fraction: with a batch result, fail when more than this share of its
+        prompts did not complete (default 0: any failure; 1: never, a later step decides).
     :param luma_conn_id: Airflow connection id of type ``luma``.
     :param poll_interval: seconds between status checks (also the poke interval; at least 0.1).
     :param timeout: seconds to wait in all before failing.
@@ -55,9 +60,11 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         map_label: str | None = None,
         map_index_template: str | None = LABEL_TEMPLATE,
         cancel_on_kill: bool = True,
+        max_failed_fraction: float = 0.0,
         **kwargs: Any,
     ) -> None:
         poll_interval = api.validate_seconds(poll_interval, "poll_interval")
+        max_failed_fraction = batch.validate_fraction(max_failed_fraction)
         timeout = api.validate_seconds(timeout, "timeout")
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(timeout=timeout, map_index_template=map_index_template, **kwargs)
@@ -67,10 +74,22 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
+        self.max_failed_fraction = max_failed_fraction
+
+    @property
+    def _batch(self) -> list[batch.Submitted] | None:
+        """The prompts of a batch result given as ``generation_id`` (None for ids/dicts)."""
+        value: Any = self.generation_id
+        if not batch.is_result(value):
+            return None
+        return [batch.Submitted.from_result_entry(e) for e in value["prompts"] if isinstance(e, dict)]
 
     @property
     def generation_ids(self) -> list[str]:
         """The rendered ``generation_id`` as a validated list of ids."""
+        prompts = self._batch
+        if prompts is not None:
+            return [x.generation_id for x in prompts if x.generation_id]
         value = self.generation_id
         items = value if isinstance(value, (list, tuple)) else [value]
         return [
@@ -86,7 +105,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         if done.is_done:
             return done.xcom_value
         self.log.info("Deferring: waiting for %d generation(s) in the triggerer", len(ids))
-        self.defer_until_done(ids)
+        self.defer_until_done(ids, fail_fast=self._batch is None)
 
     def on_kill(self) -> None:
         """Killed while poking on the worker: cancel what is unfinished (official API)."""
@@ -106,6 +125,9 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         asyncio.run(cancel())
 
     def poke(self, context: Context) -> PokeReturnValue:
+        prompts = self._batch
+        if prompts is not None:
+            return self._poke_batch(prompts, context)
         generations = self.hook.get_generations(self.generation_ids)
         raise_if_failed(generations)
         waiting = [g for g in generations if g.state != LumaState.COMPLETED]
@@ -116,9 +138,30 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(generations, context))
 
+    def _poke_batch(self, prompts: list[batch.Submitted], context: Context) -> PokeReturnValue:
+        ids = [x.generation_id for x in prompts if x.generation_id]
+        running = [g for g in self.hook.get_generations(ids) if not g.is_terminal]
+        if running:
+            self.log.info("Waiting for %d of %d generations of the batch", len(running), len(ids))
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._batch_result(prompts, context))
+
+    def _batch_result(self, prompts: list[batch.Submitted], context: Context) -> dict[str, Any]:
+        result = batch.settle(self.hook, prompts, finished=True, log=self.log)
+        # Submit problems were the submit task's to judge; here only the outcomes count.
+        error = batch.judge(result, [], max_failed_fraction=self.max_failed_fraction)
+        if error is not None:
+            context["ti"].xcom_push(key=batch.XCOM_RESULT, value=result)
+            raise error
+        return result
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: refetch on the worker (events carry no URLs)."""
+        prompts = self._batch
         try:
+            if prompts is not None:
+                check_event(self.generation_ids, event)
+                return self._batch_result(prompts, context)
             generations = generations_from_event(self.hook, self.generation_ids, event)
         except LumaTimeoutError as err:
             from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException

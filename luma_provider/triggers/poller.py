@@ -6,6 +6,13 @@ of a clock grid shared by all triggers with that interval, and each tick sends o
 ``POST /luma/tasks`` per chunk of ids (single GETs when the gateway lacks the route) over one
 keep-alive session. So the request count per cycle grows with ``ids / batch_size``, not with
 the number of triggers.
+
+Packing: when the last chunk of a tick has room, it is filled with the ids of waiters due
+within a short look-ahead (``min(step / 2, PACK_AHEAD)``, never before a gateway's completion
+estimate), instead of sending a partial chunk now and another one a moment later. Such a waiter
+is answered early, never late, and counts as served at its due time: the same trigger's next
+look is scheduled from that due time, so it is not looked at twice in one cycle. Without the
+batch route (official API, gateways lacking it) every id costs one GET anyway: nothing is pulled.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Waiters due within this many seconds join the current tick (timer wake-ups are never exact).
 TICK_SLACK = 0.05
+#: Longest look-ahead for packing a tick's last chunk (a waiter's own is ``min(step / 2, this)``).
+PACK_AHEAD = 1.0
 #: Retries inside one poll; the next poll is itself the retry, so keep this small.
 POLL_RETRIES = 1
 
@@ -35,6 +44,10 @@ POLL_RETRIES = 1
 class _Waiter:
     ids: tuple[str, ...]
     due: float
+    #: The earliest moment a tick may serve it to fill its last chunk (packing).
+    earliest: float
+    #: ``(ids, interval)``: names the trigger's next look, scheduled from ``due`` if served early.
+    key: tuple[tuple[str, ...], float]
     future: asyncio.Future[dict[str, LumaGeneration | LumaError]] = field(repr=False)
 
 
@@ -52,6 +65,8 @@ class StatusPoller:
         self.conn_id = conn_id
         self.hook = _make_hook(conn_id)
         self._waiters: list[_Waiter] = []
+        #: Waiters answered before their due time (packing): key -> the due time they were served for.
+        self._served_early: dict[tuple[tuple[str, ...], float], float] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._leases = 0
@@ -82,6 +97,7 @@ class StatusPoller:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._served_early.clear()
         await self.hook.aclose()
 
     async def status(
@@ -93,13 +109,24 @@ class StatusPoller:
         :param first: a trigger's first look; served on a fine 1 s grid for fast feedback.
         :param expected_in: the gateway's ``estimate_wait_seconds``: when it ends before the next
             regular tick, look on the 1 s grid just after it instead (still shared by triggers).
+
+        A tick may answer up to ``min(step / 2, PACK_AHEAD)`` before the due time to fill its
+        last batch (never before ``expected_in`` ends); the next look of the same ``ids`` and
+        ``interval`` is then scheduled as if this one had been answered at its due time.
         """
+        ids = tuple(ids)
+        key = (ids, interval)
         now = time.time()
+        served_for = None if first else self._served_early.pop(key, None)
+        # Answered early last time: count from the due time it was served for (once per cycle).
+        base = max(now, served_for + 1e-3) if served_for is not None else now
         step = min(interval, 1.0) if first else interval
-        due = (math.floor(now / step) + 1) * step
+        due = (math.floor(base / step) + 1) * step
+        earliest = due - min(step / 2, PACK_AHEAD)
         if expected_in is not None and expected_in >= 0 and now + expected_in < due:
-            due = max(math.ceil(now + expected_in), math.floor(now) + 1.0)
-        waiter = _Waiter(tuple(ids), due, asyncio.get_running_loop().create_future())
+            due = max(math.ceil(now + expected_in), math.floor(base) + 1.0)
+            earliest = max(due - min(1.0 / 2, PACK_AHEAD), now + expected_in)
+        waiter = _Waiter(ids, due, earliest, key, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._ensure_running()
         self._wakeup.set()
@@ -129,11 +156,52 @@ class StatusPoller:
                     continue  # an earlier waiter may have arrived
                 except TimeoutError:
                     pass
+            size = await self._pack_size()
             now = time.time()
             batch = [w for w in self._waiters if w.due <= now + TICK_SLACK and not w.future.done()]
             self._waiters = [w for w in self._waiters if w.due > now + TICK_SLACK and not w.future.done()]
+            if self._served_early:  # forget early answers whose due time has passed
+                self._served_early = {k: d for k, d in self._served_early.items() if d > now}
+            if batch and size:
+                batch += self._pull_early(batch, size, now)
             if batch:
                 await self._serve(batch)
+
+    async def _pack_size(self) -> int | None:
+        """Ids per batch request, or None when each id costs its own GET (nothing to pack)."""
+        try:
+            settings = await self.hook.aget_settings()
+        except Exception:  # _serve reports it to every waiter
+            return None
+        if self.hook._per_id_gets(settings):
+            return None
+        return settings.batch_size
+
+    def _pull_early(self, batch: list[_Waiter], size: int, now: float) -> list[_Waiter]:
+        """Waiters due soon whose ids fit in the room left in the tick's last chunk of ``size``.
+
+        Earliest due first; a waiter whose new ids do not fit waits for its own tick. The pulled
+        waiters leave the queue, and their due times are remembered (see ``status``).
+        """
+        wanted = {i for w in batch for i in w.ids}
+        room = -len(wanted) % size
+        candidates = sorted(
+            (w for w in self._waiters if w.earliest <= now + TICK_SLACK and not w.future.done()),
+            key=lambda w: w.due,
+        )
+        pulled: list[_Waiter] = []
+        for w in candidates:
+            new = {i for i in w.ids if i not in wanted}
+            if len(new) > room:
+                continue
+            room -= len(new)
+            wanted |= new
+            pulled.append(w)
+            self._served_early[w.key] = max(w.due, self._served_early.get(w.key, w.due))
+        if pulled:
+            chosen = set(map(id, pulled))
+            self._waiters = [w for w in self._waiters if id(w) not in chosen]
+        return pulled
 
     async def _serve(self, batch: list[_Waiter]) -> None:
         wanted = list(dict.fromkeys(i for w in batch for i in w.ids))

@@ -4,9 +4,9 @@ One test, one temporary AIRFLOW_HOME, LocalExecutor on SQLite, every component a
 subprocess, the Luma gateway faked by ``LumaSandbox`` in this process. It checks what only a real
 deployment can show:
 
-* the prompts run in chunks of 2 (``chunk_size``): each ``chunks.generate`` task submits its
-  chunk and is then really *deferred* (TI state ``deferred``, one trigger per chunk, no
-  ``running`` TI, and three deferred chunks at once with ``parallelism=2``);
+* the prompts run in chunks of 2 (``chunk_size``): each chunk's ``chunks.wait`` sensor is
+  really *deferred* (TI state ``deferred``, one trigger per chunk, no ``running`` TI, and three
+  deferred chunks at once with ``parallelism=2``);
 * a triggerer killed with SIGKILL mid-wait is replaced by a new one that resumes every wait;
 * the run succeeds, the gateway saw exactly one submission per prompt (nothing paid twice, not
   even across the triggerer restart), the manifest and the videos are on disk;
@@ -51,8 +51,8 @@ PROMPTS = [
     ("Timelapse of clouds rolling over a mountain ridge at sunset", "4:3"),
     ("A paper plane gliding across a sunlit classroom, handheld camera", "3:4"),
 ]
-#: The deferred task of each chunk (submit, then one wait for the chunk), and how many chunks.
-WAIT_TASK = "chunks.generate"
+#: The deferred task of each chunk (one wait for all its prompts), and how many chunks.
+WAIT_TASK = "chunks.wait"
 CHUNKS = -(-len(PROMPTS) // CHUNK_SIZE)
 #: Sandbox timings: every generation is pending QUEUE_S then processing HOLD_S. HOLD_S is long on
 #: purpose; the test releases the generations once the restarted triggerer has taken over (and if
@@ -297,7 +297,7 @@ def _run_scenario(
     assert (folder / "index.html").is_file()
 
     store_rows = _task_state_store(db, run_id)
-    log(f"task_state_store rows for {WAIT_TASK}: {len(store_rows)}")
+    log(f"task_state_store rows for chunks.submit: {len(store_rows)}")
     if store_rows is not None:
         assert sorted(store_rows) == sorted(e["generation_id"] for e in entries), store_rows
 

@@ -1,7 +1,7 @@
 """``write_chunk_report`` and the ``check`` step, run for real under ``dag.test()`` against a sandbox.
 
 The DAG mirrors ``luma_daily_content``: ``load_prompts`` cuts N prompts into chunks, the real
-``dags/luma_common.chunk_group`` (generate -> download) is mapped over the chunks, and
+``dags/luma_common.chunk_group`` (submit -> wait -> download) is mapped over the chunks, and
 ``report`` writes one manifest entry per prompt. 1 chunk and several matter because Airflow 3's
 ``xcom_pull`` returns a single value, not a list, when a mapped task has exactly one result.
 """
@@ -76,7 +76,7 @@ def test_one_entry_per_prompt_with_its_file(pipeline, gateway, count: int, chunk
     assert all(e["state"] == "completed" for e in entries)
     assert {e["video"] for e in entries} == {p.name for p in out.glob("*.mp4")}
     assert len({e["generation_id"] for e in entries}) == count == gateway.submissions
-    assert len(result.mapped("chunks.generate")) == -(-count // chunk_size)
+    assert len(result.mapped("chunks.wait")) == -(-count // chunk_size)
     check(manifest)  # every video is there: the check passes
 
 

@@ -213,3 +213,49 @@ class TestRateGate:
         policy = api.RetryPolicy(initial_wait=1.0)
         assert policy.pause_for(LumaRateLimitError(429, "slow", retry_after=3.0)) == 3.0
         assert policy.pause_for(LumaRateLimitError(429, "slow")) == 0.5
+
+
+class TestJudge:
+    def result(self, submitted):
+        return batch.outcome(submitted, {IDS[0]: gen(IDS[0], LumaState.COMPLETED, "https://cdn/a.mp4")})
+
+    def test_an_unknown_outcome_fails_without_resubmitting(self):
+        from luma_provider.exceptions import LumaAmbiguousSubmitError
+
+        items = [batch.Submitted("a", IDS[0]), batch.Submitted("b", error="timeout", ambiguous=True)]
+        error = batch.judge(self.result(items), items, max_failed_fraction=1.0)
+        assert isinstance(error, LumaAmbiguousSubmitError)
+        assert (
+            batch.judge(self.result(items), items, max_failed_fraction=1.0, ambiguous_submit="retry") is None
+        )
+
+    def test_passing_submit_errors_fail_only_while_retries_remain(self):
+        items = [batch.Submitted("a", IDS[0]), batch.Submitted("b", error="503", retryable=True)]
+        error = batch.judge(self.result(items), items, max_failed_fraction=1.0, last_try=False)
+        assert error is not None and "retry submits only those" in str(error)
+        assert batch.judge(self.result(items), items, max_failed_fraction=1.0, last_try=True) is None
+
+    def test_a_refused_prompt_counts_against_the_fraction_only(self):
+        items = [batch.Submitted("a", IDS[0]), batch.Submitted("b", error="400", retryable=False)]
+        assert batch.judge(self.result(items), items, max_failed_fraction=0.5, last_try=False) is None
+        error = batch.judge(self.result(items), items, max_failed_fraction=0.4, last_try=False)
+        assert error is not None and "max_failed_fraction=0.4" in str(error)
+
+    def test_submitted_of_classifies_errors(self):
+        from luma_provider.exceptions import (
+            LumaAmbiguousSubmitError,
+            LumaBadRequestError,
+            LumaServerError,
+        )
+
+        (opts,) = batch.prompt_options(["p"], SHARED, flavour="gateway")
+        assert batch.Submitted.of(opts, LumaServerError(500, "x")).retryable is True
+        assert batch.Submitted.of(opts, LumaNotStartedError("stopped")).retryable is True
+        assert batch.Submitted.of(opts, LumaBadRequestError(400, "x")).retryable is False
+        ambiguous = batch.Submitted.of(opts, LumaAmbiguousSubmitError("x"))
+        assert (ambiguous.ambiguous, ambiguous.retryable) == (True, False)
+
+    @pytest.mark.parametrize("value", [-0.1, 1.5, True, "0.5", None])
+    def test_fraction_is_validated(self, value):
+        with pytest.raises(LumaValidationError, match="max_failed_fraction"):
+            batch.validate_fraction(value)
