@@ -181,3 +181,22 @@ def test_download_takes_a_batch_result(run_dag, gateway, tmp_path: Path) -> None
     assert [d["generation_id"] for d in downloads] == completed
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == sorted(f"{i}.mp4" for i in completed)
     assert all(p.stat().st_size > 0 for p in tmp_path.glob("*.mp4"))
+
+
+def test_downloads_run_a_few_at_a_time_and_one_failure_spares_the_others(
+    run_dag, gateway, tmp_path: Path
+) -> None:
+    # The third video request is refused (a 404 on one video of the chunk); every other one is slow.
+    gateway.add_fault(route="media", kind="status", status=404, skip=2, times=1)
+    gateway.add_fault(route="media", kind="delay", seconds=0.2, times=1000)
+    result = run_dag.run(f"""
+        chunk = LumaGenerateOperator(task_id="chunk", prompts=[f"clip {{i}}" for i in range(8)],
+                                     wait_for_completion=True, poll_interval=0.2)
+        LumaDownloadVideoOperator(task_id="download", generation_id=chunk.output,
+                                  destination="{tmp_path}/", max_concurrent_downloads=3)
+    """)
+    assert result.ti("download").state == "failed"
+    assert "1 of 8 downloads failed" in result.log
+    assert len(list(tmp_path.glob("*.mp4"))) == 7  # every other video landed
+    assert not list(tmp_path.glob(".*.part"))  # and nothing half-written is left
+    assert gateway.stats()["peak_in_flight"]["media"] == 3
