@@ -33,6 +33,7 @@ from luma_provider.exceptions import (
     LumaDownloadError,
     LumaError,
     LumaGenerationFailed,
+    LumaNotFoundError,
     LumaNotStartedError,
     LumaRateLimitError,
     LumaResponseTooLargeError,
@@ -488,24 +489,67 @@ class LumaHook(BaseHook):
         ids = _unique_ids(ids)
         if not self._per_id_gets(settings):
             return await self._adrive(self._get_many(ids, settings, skip_missing=skip_missing))
+        found = await self._aget_each(
+            ids, settings, stop_on=lambda err: not (skip_missing and isinstance(err, LumaNotFoundError))
+        )
+        for result in found.values():
+            if isinstance(result, LumaNotFoundError) and skip_missing:
+                continue
+            if isinstance(result, LumaError):
+                raise result
+        return [gen for gen in found.values() if isinstance(gen, LumaGeneration)]
+
+    async def aget_each(self, ids: Iterable[str]) -> dict[str, LumaGeneration | LumaError]:
+        """The status of each id, or the error for that id alone (the shared poller's view).
+
+        Without a batch route every id is its own GET, so one failed GET (after its retries)
+        must not fail the others; with a batch route one failed request fails its whole chunk.
+        """
+        settings = await self.aget_settings()
+        ids = _unique_ids(ids)
+        if self._per_id_gets(settings):
+            return await self._aget_each(ids, settings, stop_on=lambda err: False)
+        try:
+            generations = await self._adrive(self._get_many(ids, settings, skip_missing=True))
+        except LumaError as err:
+            return dict.fromkeys(ids, err)
+        found: dict[str, LumaGeneration | LumaError] = {g.id: g for g in generations}
+        for gen_id in ids:
+            found.setdefault(gen_id, LumaNotFoundError(404, f"generation {gen_id} not found"))
+        return found
+
+    async def _aget_each(
+        self, ids: list[str], settings: api.ConnectionSettings, *, stop_on: Callable[[LumaError], bool]
+    ) -> dict[str, LumaGeneration | LumaError]:
+        """One GET per id, ``status_concurrency`` in flight; results in ``ids`` order.
+
+        :param stop_on: an error for which the ids not fetched yet are left out.
+        """
         get = self._single_get(settings)
         pending = iter(ids)
-        found: dict[str, LumaGeneration | None] = {}
+        found: dict[str, LumaGeneration | LumaError] = {}
+        stopped = False
 
         async def worker() -> None:
+            nonlocal stopped
             for gen_id in pending:  # a shared iterator: each id is taken by exactly one worker
-                flow = api.get_if_found_flow(gen_id, get) if skip_missing else get(gen_id)
-                found[gen_id] = await self._adrive(flow)
+                if stopped:
+                    return
+                try:
+                    found[gen_id] = await self._adrive(get(gen_id))
+                except LumaError as err:
+                    found[gen_id] = err
+                    stopped = stopped or stop_on(err)
 
         workers = [asyncio.create_task(worker()) for _ in range(min(settings.status_concurrency, len(ids)))]
         try:
             await asyncio.gather(*workers)
-        except BaseException:  # one failure (or cancellation) stops the rest
+        except BaseException:  # cancellation (or a bug) stops the rest
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
-        return [gen for gen_id in ids if (gen := found.get(gen_id)) is not None]
+        return {gen_id: found[gen_id] for gen_id in ids if gen_id in found}
 
     async def acancel_unfinished(self, ids: Iterable[str], *, log: Any = None) -> list[str]:
         """Cancel every generation of ``ids`` not finished yet (official flavour; else nothing).

@@ -115,3 +115,23 @@ def test_an_unknown_id_stops_the_other_lookups(no_batch, make_hook, mode):
         hook.get_generations(wanted) if mode == "sync" else asyncio.run(look())
     # Both workers stop after the request they have in hand, long before all IDS + 1 are fetched.
     assert gets(no_batch) - before <= 3
+
+
+def test_each_id_has_its_own_error_without_a_batch_route(no_batch, make_hook):
+    from luma_provider.exceptions import LumaServerError
+
+    hook, ids = make_hook(3)
+    no_batch.clear_faults()
+    no_batch.add_fault(route="get", kind="status", status=500, skip=4, times=1)
+
+    async def look():
+        try:
+            return await hook.aget_each(ids)
+        finally:
+            await hook.aclose()
+
+    found = asyncio.run(look())
+    assert list(found) == ids
+    errors = [i for i, r in found.items() if isinstance(r, LumaServerError)]
+    assert len(errors) == 1  # one failed GET spoils one id, not the whole cycle
+    assert all(r.id == i for i, r in found.items() if i not in errors)
