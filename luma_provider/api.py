@@ -1001,7 +1001,8 @@ def _parse_credits(payload: Any) -> float:
 def official_probe_flow() -> Flow[tuple[bool, str]]:
     """``GET /credits``: authenticated, free, and it tells the balance."""
     try:
-        balance = yield from official_credits_flow()
+        # Not retried, like the gateway probe: "Test connection" must answer at once.
+        balance = cast(float, (yield Request("probe", "GET", "/credits", parse=_parse_credits, retry=False)))
     except LumaAuthError as err:
         return False, f"Bad API key (HTTP {err.status}): {err.message}"
     except LumaTransportError as err:

@@ -426,9 +426,10 @@ class LumaHook(BaseHook):
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""
+        generation_id = api.validate_generation_id(generation_id)
         if self.settings.official:
             return None  # the official API has no such route: assets.video is the file
-        return self._drive(api.download_url_flow(api.validate_generation_id(generation_id)))
+        return self._drive(api.download_url_flow(generation_id))
 
     def wait_for_generations(
         self,

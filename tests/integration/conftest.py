@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: the hostile gateway (``hostile_server.py``) and a hook on it."""
+"""Fixtures of the integration tests: the hostile gateway (``hostile_server.py``), a hook on it, and
+the API flavour matrix (``flavour``, ``dag_sandbox``, the ``gateway_only`` marker)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,62 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import connection_json
+from airflow_helpers import SANDBOX_KEY, connection_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_server, importable by the tests
+from luma_provider.sandbox import LumaSandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # hostile_server, flavours: importable by the tests
+from flavours import FLAVOURS, conn_extra
 from hostile_server import KEY, HostileServer
+
+# ----------------------------------------------------------------------------- flavour matrix
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gateway_only(reason): the test is about the gateway dialect (/luma/...) only; it runs once, "
+        "in the gateway flavour, instead of once per flavour",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses ``flavour`` (directly or through a sandbox fixture) runs once per
+    flavour, ids ``[gateway]`` / ``[official]``; ``gateway_only`` tests run once, as gateway."""
+    if "flavour" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("gateway_only")
+    if marker is None:
+        metafunc.parametrize("flavour", FLAVOURS, indirect=True)
+    elif not (marker.args and isinstance(marker.args[0], str) and marker.args[0].strip()):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: @pytest.mark.gateway_only needs a reason")
+
+
+@pytest.fixture
+def flavour(request: pytest.FixtureRequest) -> str:
+    """The API dialect of the sandbox and the connection: ``gateway`` or ``official``.
+
+    Parametrized by ``pytest_generate_tests`` above (``gateway`` alone for ``gateway_only`` tests).
+    """
+    return str(getattr(request, "param", "gateway"))
+
+
+@pytest.fixture
+def dag_sandbox(flavour: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
+    """The DAG tests' sandbox in ``flavour``: jobs finish in 0.5 s, wired to ``luma_default``,
+    ``max_retries`` 2 and downloads from its loopback CDN allowed (the root ``gateway`` fixture,
+    in either dialect)."""
+    with LumaSandbox(
+        port=0, api_key=SANDBOX_KEY, api_flavour=flavour, queue_seconds=0.2, process_seconds=0.3
+    ) as sb:
+        conn = connection_json(
+            sb.url, key=sb.api_key, max_retries=2, allow_private_downloads=True, **conn_extra(sb)
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn)
+        yield sb
+
+
+# ----------------------------------------------------------------------------- hostile gateway
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_one_entry_per_prompt_with_its_file(pipeline, gateway, count: int, chunk
 def test_check_fails_when_a_completed_video_is_not_on_storage(pipeline, gateway) -> None:
     # The defer/trigger race can leave a chunk "done" without its download; the states alone
     # would say success. Here the file disappears after the report, as if never downloaded.
-    result, manifest, out = pipeline(PROMPTS[:3], 2)
+    _result, manifest, out = pipeline(PROMPTS[:3], 2)
     assert all(e["state"] == "completed" for e in manifest["generations"])
     lost = manifest["generations"][1]
     (out / lost["video"]).unlink()
@@ -95,7 +95,7 @@ def test_check_fails_when_a_completed_video_is_not_on_storage(pipeline, gateway)
 
 def test_a_failed_prompt_is_reported_with_its_reason(pipeline, gateway) -> None:
     prompts = [PROMPTS[0], "A flamingo #fail:Content policy: no flamingos", PROMPTS[2]]
-    result, manifest, out = pipeline(prompts, 2)
+    _result, manifest, _out = pipeline(prompts, 2)
     assert [e["state"] for e in manifest["generations"]] == ["completed", "failed", "completed"]
     assert manifest["generations"][1]["failure_reason"] == "Content policy: no flamingos"
     with pytest.raises(RuntimeError, match="Content policy: no flamingos"):

@@ -183,6 +183,7 @@ def test_daily_content_end_to_end_with_a_failing_prompt(
     assert FAIL_REASON in second_chunk and failed["generation_id"] in second_chunk
     assert FAIL_REASON in run.task_log("check")
     assert "Downloaded" in run.task_log("chunks.download", 0)
+
     def chunk_label(span: str, prompt: str) -> str:  # "<first>-<last>: <first prompt, 40 chars>"
         return f"{span}: {prompt if len(prompt) <= 40 else prompt[:39] + '…'}"
 

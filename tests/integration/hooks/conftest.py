@@ -1,4 +1,5 @@
-"""Fixtures for the LumaHook integration tests: a real sandbox gateway over real HTTP, no mocks."""
+"""Fixtures for the LumaHook integration tests: a real sandbox over real HTTP, no mocks, in the
+API flavour of the ``flavour`` fixture (``tests/integration/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,26 @@ KEY = "sk-test-gateway-key-0001"
 
 
 @pytest.fixture
-def sandbox() -> Iterator[LumaSandbox]:
-    """A fresh gateway whose jobs are pending 0.05 s, processing 0.1 s, then completed."""
-    with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.05, process_seconds=0.1) as sb:
+def sandbox(flavour: str) -> Iterator[LumaSandbox]:
+    """A fresh sandbox in ``flavour`` whose jobs are pending 0.05 s, processing 0.1 s, then completed."""
+    with LumaSandbox(port=0, api_key=KEY, api_flavour=flavour, queue_seconds=0.05, process_seconds=0.1) as sb:
         yield sb
 
 
 @pytest.fixture
-def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
+def connect(flavour: str, monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
     """``connect(url, key=KEY, extra=None, **hook_kwargs)``: point ``luma_default`` at ``url``, return a hook.
 
     ``max_retries`` is 2 unless ``extra`` says otherwise, so failing paths stay fast; downloads
-    from loopback (other sandboxes as CDNs) are allowed unless ``extra`` says otherwise.
+    from loopback (other sandboxes as CDNs) are allowed unless ``extra`` says otherwise. In the
+    official flavour the extra also says ``api_flavour: official`` (``url`` is the server's root).
     """
+    flavour_extra = {"api_flavour": "official"} if flavour == "official" else {}
 
     def make(
         url: str, key: str | None = KEY, extra: dict[str, Any] | None = None, **hook_kwargs: Any
     ) -> LumaHook:
-        extras = {"max_retries": 2, "allow_private_downloads": True, **(extra or {})}
+        extras = {"max_retries": 2, "allow_private_downloads": True, **flavour_extra, **(extra or {})}
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(url, key=key, **extras))
         return LumaHook(**hook_kwargs)
 
@@ -43,7 +46,7 @@ def connect(monkeypatch: pytest.MonkeyPatch) -> Callable[..., LumaHook]:
 
 @pytest.fixture
 def hook(sandbox: LumaSandbox, connect: Callable[..., LumaHook]) -> LumaHook:
-    """A hook on the ``sandbox`` gateway with ``max_retries=2``."""
+    """A hook on the ``sandbox`` (its flavour) with ``max_retries=2``."""
     return connect(sandbox.url)
 
 

@@ -1,4 +1,8 @@
-"""LumaHook in the official flavour against the sandbox's official mode, over real HTTP."""
+"""LumaHook in the official flavour against the sandbox's official mode, over real HTTP.
+
+Only what the gateway dialect has no counterpart for: behaviour common to both flavours (submit,
+status, errors, retries, downloads, ...) runs in both from ``test_luma.py`` (``[official]`` ids).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from luma_provider.exceptions import LumaError, LumaNotFoundError, LumaValidationError
+from luma_provider.exceptions import (
+    LumaError,
+    LumaGenerationFailed,
+    LumaNotFoundError,
+    LumaValidationError,
+)
 from luma_provider.hooks.luma import LumaHook
 from luma_provider.models import LumaState
 from luma_provider.sandbox import LumaSandbox
@@ -42,6 +51,35 @@ def test_the_host_path_selects_the_official_flavour(official):
     assert LumaHook().settings.api_flavour == "official"
 
 
+@pytest.mark.parametrize(
+    ("conn", "host_suffix"),
+    [
+        ({}, "/dream-machine/v1"),  # no api_flavour: the host's path selects the flavour
+        ({}, "/dream-machine/v1/"),
+        ({"extra": {"api_flavour": "official"}}, ""),  # the server root: the hook adds the base path
+        ({"extra": {"api_flavour": "official"}, "split_port": True}, ""),
+    ],
+    ids=["host-is-api-base", "api-base-with-slash", "extra-flavour", "port-field"],
+)
+def test_connection_forms(official, monkeypatch: pytest.MonkeyPatch, conn, host_suffix):
+    """The official counterpart of the gateway's connection forms (test_luma.py)."""
+    gen_id = LumaHook().submit_generation("a cat").id
+    data = {
+        "conn_type": "luma",
+        "host": official.url + host_suffix,
+        "password": KEY,
+        "extra": conn.get("extra", {}),
+    }
+    if conn.get("split_port"):
+        data.update(host="http://127.0.0.1", port=official.port)
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", json.dumps(data))
+
+    hook = LumaHook()
+    assert hook.settings.api_flavour == "official"
+    assert hook.get_generation(gen_id).id == gen_id
+    assert official.stats()["recent"][-1]["path"] == f"/dream-machine/v1/generations/{gen_id}"
+
+
 def test_submit_wait_download(official, tmp_path: Path):
     hook = LumaHook()
     gen = hook.submit_generation("a lighthouse in fog", aspect_ratio="21:9", resolution="720p", duration=5)
@@ -59,16 +97,6 @@ def test_submit_wait_download(official, tmp_path: Path):
     path = hook.download_video(done, tmp_path)
     assert path.endswith(f"{done.id}.mp4")
     assert (tmp_path / f"{done.id}.mp4").read_bytes()[4:8] == b"ftyp"
-
-
-def test_status_of_many_ids_is_one_get_each(official):
-    hook = LumaHook()
-    ids = [hook.submit_generation(f"prompt {n}").id for n in range(3)]
-    before = routes(official).get("get", 0)
-    gens = hook.get_generations(ids)
-    assert [g.id for g in gens] == ids
-    assert routes(official).get("get", 0) - before == 3
-    assert "tasks" not in routes(official)
 
 
 def test_async_status_works_without_sync_settings_first(official):
@@ -133,6 +161,9 @@ def test_credits_decrease_and_test_connection_reports_them(official):
     assert ok is True and f"{after:g}" in message
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def test_image_generation_completes_without_a_video_and_downloads(official, tmp_path: Path):
     hook = LumaHook()
     gen = hook.submit_image_generation("a teapot", aspect_ratio="1:1", format="png")
@@ -140,7 +171,9 @@ def test_image_generation_completes_without_a_video_and_downloads(official, tmp_
     assert (done.is_image, done.video_url) == (True, None)
     assert done.image_url and done.result_url == done.image_url
     path = hook.download_video(done, tmp_path)
-    assert Path(path.removeprefix("file://")).stat().st_size > 0
+    # a png request downloads as a real PNG named .png
+    assert path.endswith(f"{done.id}.png")
+    assert (tmp_path / f"{done.id}.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_upscale_and_audio(official):
@@ -153,6 +186,124 @@ def test_upscale_and_audio(official):
     assert [g.state for g in done] == [LumaState.COMPLETED, LumaState.COMPLETED]
     assert done[0].raw["request"]["resolution"] == "1080p"
     assert done[1].raw["request"]["prompt"] == "wind and gulls"
+
+
+SOURCE_VIDEO = "https://cdn.example/source.mp4"
+
+
+def test_modify_and_reframe_video_complete_with_a_video(official, tmp_path: Path):
+    hook = LumaHook()
+    before = hook.get_credits()
+    modified = hook.modify_video(
+        SOURCE_VIDEO,
+        "the same street in neon",
+        mode="reimagine_2",
+        first_frame_url="https://cdn.example/f.jpg",
+    )
+    reframed = hook.reframe_video(
+        SOURCE_VIDEO, "9:16", model="ray-flash-2", prompt="more sky", resized_width=540, y_start=0, y_end=960
+    )
+    for gen in (modified, reframed):
+        assert (gen.state, gen.generation_type, gen.is_image) == (LumaState.QUEUED, "video", False)
+    assert (modified.model, reframed.model) == ("ray-2", "ray-flash-2")
+    assert routes(official)["modify"] == 1 and routes(official)["reframe_video"] == 1
+    assert hook.get_credits() < before
+
+    done = hook.wait_for_generations([modified.id, reframed.id], poll_interval=0.1, timeout=20)
+    assert [g.state for g in done] == [LumaState.COMPLETED, LumaState.COMPLETED]
+    assert all(g.result_url == g.video_url and g.video_url.endswith(f"{g.id}.mp4") for g in done)
+    assert done[0].raw["request"] == {
+        "generation_type": "modify_video",
+        "media": {"url": SOURCE_VIDEO},
+        "mode": "reimagine_2",
+        "model": "ray-2",
+        "first_frame": {"url": "https://cdn.example/f.jpg"},
+        "prompt": "the same street in neon",
+    }
+    assert done[1].raw["request"] == {
+        "generation_type": "reframe_video",
+        "media": {"url": SOURCE_VIDEO},
+        "aspect_ratio": "9:16",
+        "model": "ray-flash-2",
+        "prompt": "more sky",
+        "resized_width": 540,
+        "y_start": 0,
+        "y_end": 960,
+    }
+    path = hook.download_video(done[1], tmp_path)
+    assert path.endswith(f"{reframed.id}.mp4")
+    assert (tmp_path / f"{reframed.id}.mp4").read_bytes()[4:8] == b"ftyp"
+
+
+def test_modify_a_completed_generation_by_its_video_url(official):
+    hook = LumaHook()
+    source = hook.submit_generation("a kite over dunes")
+    (source,) = hook.wait_for_generations([source.id], poll_interval=0.1, timeout=20)
+    assert source.video_url
+    gen = hook.modify_video(source.video_url, "a kite over snow", mode="adhere_1")
+    (done,) = hook.wait_for_generations([gen.id], poll_interval=0.1, timeout=20)
+    assert done.id != source.id and done.raw["request"]["media"] == {"url": source.video_url}
+    assert done.raw["request"]["mode"] == "adhere_1" and done.video_url
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "magic"), [("png", ".png", PNG_SIGNATURE), ("jpg", ".jpg", b"\xff\xd8")]
+)
+def test_reframe_image_completes_with_an_image_in_its_format(official, tmp_path: Path, fmt, suffix, magic):
+    hook = LumaHook()
+    gen = hook.reframe_image("https://cdn.example/a.jpg", "21:9", format=fmt, x_start=0, x_end=320)
+    assert (gen.state, gen.generation_type, gen.model, gen.is_image) == (
+        LumaState.QUEUED,
+        "image",
+        "photon-1",
+        True,
+    )
+    (done,) = hook.wait_for_generations([gen.id], poll_interval=0.1, timeout=20)
+    assert (done.state, done.video_url) == (LumaState.COMPLETED, None)
+    assert done.result_url == done.image_url and done.image_url.endswith(f"{gen.id}{suffix}")
+    assert done.raw["request"]["format"] == fmt and done.raw["request"]["generation_type"] == "reframe_image"
+    path = hook.download_video(done, tmp_path)
+    assert path.endswith(f"{gen.id}{suffix}")
+    assert (tmp_path / f"{gen.id}{suffix}").read_bytes().startswith(magic)
+
+
+def test_a_failed_modify_raises_with_its_reason(official):
+    hook = LumaHook()
+    gen = hook.modify_video(SOURCE_VIDEO, "nope #fail:source video unreadable")
+    with pytest.raises(LumaGenerationFailed, match="source video unreadable"):
+        hook.wait_for_generations([gen.id], poll_interval=0.1, timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("call", "field", "allowed"),
+    [
+        (
+            lambda h: h.modify_video(SOURCE_VIDEO, "x", mode="wild"),
+            "mode",
+            "adhere_1, adhere_2, adhere_3, flex_1",
+        ),
+        (lambda h: h.modify_video(SOURCE_VIDEO, "x", model="photon-1"), "model", "ray-2, ray-flash-2"),
+        (lambda h: h.modify_video("", "x"), "media_url", "is required"),
+        (
+            lambda h: h.modify_video(SOURCE_VIDEO, "x", aspect_ratio="1:1"),
+            "aspect_ratio",
+            "not a modify option",
+        ),
+        (lambda h: h.reframe_video(SOURCE_VIDEO, None), "aspect_ratio", "one of 1:1, 4:3"),
+        (lambda h: h.reframe_video(SOURCE_VIDEO, "2:1"), "aspect_ratio", "21:9, 9:21"),
+        (lambda h: h.reframe_video(SOURCE_VIDEO, "1:1", model="photon-1"), "model", "ray-2, ray-flash-2"),
+        (lambda h: h.reframe_video(SOURCE_VIDEO, "1:1", x_start=5, x_end=1), "x_end", "greater than x_start"),
+        (lambda h: h.reframe_video(SOURCE_VIDEO, "1:1", zoom=2), "zoom", "not a reframe option"),
+        (lambda h: h.reframe_image("ftp://a/b.jpg", "1:1"), "media_url", "plain http(s) URL"),
+        (lambda h: h.reframe_image(SOURCE_VIDEO, "1:1", model="ray-2"), "model", "photon-1, photon-flash-1"),
+        (lambda h: h.reframe_image(SOURCE_VIDEO, "1:1", format="webp"), "format", "jpg, png"),
+    ],
+)
+def test_modify_and_reframe_refuse_bad_input_before_any_request(official, call, field, allowed):
+    with pytest.raises(LumaValidationError) as info:
+        call(LumaHook())
+    assert info.value.field == field and allowed in str(info.value)
+    assert official.stats()["requests"] == 0
 
 
 def test_official_only_options_fail_before_any_request_in_the_wrong_flavour(official):
@@ -174,6 +325,9 @@ def test_gateway_flavour_says_what_it_lacks(monkeypatch: pytest.MonkeyPatch):
             lambda: hook.get_credits(),
             lambda: list(hook.list_generations()),
             lambda: hook.submit_image_generation("x"),
+            lambda: hook.modify_video(SOURCE_VIDEO, "x"),
+            lambda: hook.reframe_video(SOURCE_VIDEO, "1:1"),
+            lambda: hook.reframe_image("https://cdn.example/a.jpg", "1:1"),
         ):
             with pytest.raises(LumaError, match="needs Luma's official API"):
                 call()

@@ -1,7 +1,9 @@
 """LumaGenerateOperator / LumaDownloadVideoOperator run for real with ``dag.test()`` against a sandbox.
 
 Every DAG here is written to a temporary dags folder and run in-process (tasks through the
-Task SDK, triggers inline); results are read back from the metadata DB.
+Task SDK, triggers inline); results are read back from the metadata DB. Each test runs in both
+API flavours (``dag_sandbox``: ``[gateway]`` and ``[official]``); the official-only operators
+are in ``test_official_operators.py``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
+from flavours import is_official, status_route
 
 DEFERRED = "[DAG TEST] running trigger in line"
 
 
 class TestGenerate:
-    def test_submit_returns_id_and_pushes_generation(self, run_dag, gateway) -> None:
+    def test_submit_returns_id_and_pushes_generation(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a lighthouse in fog", aspect_ratio="9:16")
         """)
@@ -25,8 +28,8 @@ class TestGenerate:
         assert isinstance(gen_id, str) and len(gen_id) == 36
         assert generation["id"] == gen_id
         assert generation["state"] == "queued"
-        assert gateway.submissions == 1
-        assert gateway.stats()["by_route"] == {"submit": 1}
+        assert dag_sandbox.submissions == 1
+        assert dag_sandbox.stats()["by_route"] == {"submit": 1}
         assert f"Submitted Luma generation {gen_id} for prompt 'a lighthouse in fog'" in result.log
         assert DEFERRED not in result.log
         assert "luma_video_url" not in result.ti("submit").xcom  # no URL before completion
@@ -40,7 +43,7 @@ class TestGenerate:
             ('image_url="ftp://example.com/a.png"', "image_url"),
         ],
     )
-    def test_validation_fails_before_any_http(self, run_dag, gateway, kwargs: str, field: str) -> None:
+    def test_validation_fails_before_any_http(self, run_dag, dag_sandbox, kwargs: str, field: str) -> None:
         result = run_dag.run(f"""
             LumaGenerateOperator(task_id="submit", prompt="a cat", {kwargs})
         """)
@@ -48,17 +51,17 @@ class TestGenerate:
         assert result.ti("submit").state == "failed"
         assert "LumaValidationError" in result.log
         assert field in result.log
-        assert gateway.stats()["requests"] == 0
+        assert dag_sandbox.stats()["requests"] == 0
 
-    def test_empty_prompt_fails_before_any_http(self, run_dag, gateway) -> None:
+    def test_empty_prompt_fails_before_any_http(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="   ")
         """)
         assert result.ti("submit").state == "failed"
         assert "prompt" in result.log and "LumaValidationError" in result.log
-        assert gateway.stats()["requests"] == 0
+        assert dag_sandbox.stats()["requests"] == 0
 
-    def test_wait_deferrable_really_defers(self, run_dag, gateway) -> None:
+    def test_wait_deferrable_really_defers(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a waterfall", wait_for_completion=True,
                                  poll_interval=0.3)
@@ -67,12 +70,12 @@ class TestGenerate:
         assert DEFERRED in result.log
         done = result.xcom("submit")
         assert done["state"] == "completed"
-        assert done["video_url"].startswith(f"{gateway.url}/media/{done['id']}")
+        assert done["video_url"].startswith(f"{dag_sandbox.url}/media/{done['id']}")
         assert result.xcom("submit", "generation")["state"] == "completed"
         assert result.xcom("submit", "luma_video_url") == done["video_url"]
-        assert gateway.submissions == 1
+        assert dag_sandbox.submissions == 1
 
-    def test_wait_non_deferrable_polls_on_worker(self, run_dag, gateway) -> None:
+    def test_wait_non_deferrable_polls_on_worker(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a waterfall", wait_for_completion=True,
                                  deferrable=False, poll_interval=0.2)
@@ -81,10 +84,10 @@ class TestGenerate:
         assert DEFERRED not in result.log
         assert result.xcom("submit")["state"] == "completed"
         assert result.xcom("submit", "luma_video_url") == result.xcom("submit")["video_url"]
-        assert gateway.submissions == 1
-        assert gateway.stats()["by_route"]["tasks"] >= 1
+        assert dag_sandbox.submissions == 1
+        assert dag_sandbox.stats()["by_route"][status_route(dag_sandbox)] >= 1
 
-    def test_wait_for_failing_generation_fails_with_reason(self, run_dag, gateway) -> None:
+    def test_wait_for_failing_generation_fails_with_reason(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="forbidden #fail", wait_for_completion=True,
                                  poll_interval=0.3)
@@ -94,7 +97,7 @@ class TestGenerate:
         assert gen_id in result.log
         assert "Advanced prompt moderation failed" in result.log
 
-    def test_wait_timeout_fails(self, run_dag, gateway) -> None:
+    def test_wait_timeout_fails(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaGenerateOperator(task_id="submit", prompt="a slow glacier #slow", wait_for_completion=True,
                                  poll_interval=0.3, timeout=0.8)
@@ -103,7 +106,7 @@ class TestGenerate:
         assert DEFERRED in result.log
         assert "LumaTimeoutError" in result.log and "Timed out waiting for" in result.log
 
-    def test_extend_generation(self, run_dag, gateway) -> None:
+    def test_extend_generation(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             first = LumaGenerateOperator(task_id="first", prompt="a kite", wait_for_completion=True,
                                          deferrable=False, poll_interval=0.2)
@@ -118,13 +121,21 @@ class TestGenerate:
         first, extended = result.xcom("first"), result.xcom("extend")
         assert extended["id"] != first["id"]
         assert extended["state"] == "completed"
-        stats = gateway.stats()
+        stats = dag_sandbox.stats()
         assert stats["submissions"] == 2
-        assert stats["by_route"]["submit"] == 1 and stats["by_route"]["extend"] == 1
-        extend_paths = [r["path"] for r in stats["recent"] if r["route"] == "extend"]
-        assert extend_paths == [f"/luma/generations/{first['id']}/extend"]
+        if is_official(dag_sandbox):  # an extension is a create whose first keyframe is the source
+            assert stats["by_route"]["submit"] == 2 and "extend" not in stats["by_route"]
+            create_paths = [r["path"] for r in stats["recent"] if r["route"] == "submit"]
+            assert create_paths == ["/dream-machine/v1/generations/video"] * 2
+            sent = dag_sandbox._state.store.get(extended["id"]).request
+            assert sent["keyframes"] == {"frame0": {"type": "generation", "id": first["id"]}}
+            assert sent["prompt"] == "the kite flies higher"
+        else:
+            assert stats["by_route"]["submit"] == 1 and stats["by_route"]["extend"] == 1
+            extend_paths = [r["path"] for r in stats["recent"] if r["route"] == "extend"]
+            assert extend_paths == [f"/luma/generations/{first['id']}/extend"]
 
-    def test_mapped_generate_labels_map_indexes_with_prompts(self, run_dag, gateway) -> None:
+    def test_mapped_generate_labels_map_indexes_with_prompts(self, run_dag, dag_sandbox) -> None:
         long_prompt = "an extremely long prompt about a city skyline at night with neon reflections"
         result = run_dag.run(f"""
             LumaGenerateOperator.partial(task_id="submit").expand(
@@ -139,10 +150,10 @@ class TestGenerate:
             "a blue whale",
             long_prompt[:47] + "…",
         ]
-        assert gateway.submissions == 3
+        assert dag_sandbox.submissions == 3
         assert len({result.xcom("submit", map_index=i) for i in range(3)}) == 3
 
-    def test_mapped_generate_user_template_wins(self, run_dag, gateway) -> None:
+    def test_mapped_generate_user_template_wins(self, run_dag, dag_sandbox) -> None:
         """A map_index_template given to partial() replaces the default prompt label."""
         result = run_dag.run("""
             LumaGenerateOperator.partial(task_id="submit", map_index_template="{{ task.prompt | upper }}").expand(
@@ -151,12 +162,12 @@ class TestGenerate:
         """)
         assert result.state == "success"
         assert [t.rendered_map_index for t in result.mapped("submit")] == ["A RED FOX", "A BLUE WHALE"]
-        assert gateway.submissions == 2
+        assert dag_sandbox.submissions == 2
 
 
 class TestNeverPayTwice:
     def test_idempotency_key_reuses_across_runs_and_resubmits_what_the_gateway_forgot(
-        self, run_dag, gateway, tmp_path
+        self, run_dag, dag_sandbox, tmp_path
     ) -> None:
         body = f'''
             LumaGenerateOperator(task_id="submit", prompt="a lighthouse at dusk",
@@ -168,18 +179,18 @@ class TestNeverPayTwice:
         gen_id = first.xcom("submit")
         assert second.xcom("submit") == gen_id
         assert "recorded for idempotency key 'batch-1:" in second.log and "not submitting again" in second.log
-        assert gateway.submissions == 1
+        assert dag_sandbox.submissions == 1
 
         # Same key and prompt after the gateway forgot the id (expired, restarted sandbox): a fresh submit.
-        gateway.reset()
+        dag_sandbox.reset()
         third = run_dag.run(body)
         assert third.state == "success"
         assert third.xcom("submit") != gen_id
         assert f"Generation {gen_id} recorded for idempotency key" in third.log
         assert "unknown to the gateway; not reusing it" in third.log
-        assert gateway.submissions == 1  # counted since the reset
+        assert dag_sandbox.submissions == 1  # counted since the reset
 
-    def test_retry_reuses_the_recorded_generation(self, run_dag, gateway) -> None:
+    def test_retry_reuses_the_recorded_generation(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             class FlakyAfterSubmit(LumaGenerateOperator):
                 def execute(self, context):
@@ -199,9 +210,9 @@ class TestNeverPayTwice:
         assert f"Submitted Luma generation {gen_id}" in result.log
         assert f"Reusing generation {gen_id} recorded for an earlier try" in result.log
         assert "not submitting again" in result.log
-        assert gateway.submissions == 1
+        assert dag_sandbox.submissions == 1
 
-    def test_retry_after_failed_generation_submits_again(self, run_dag, gateway) -> None:
+    def test_retry_after_failed_generation_submits_again(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             class WaitThenFlaky(LumaGenerateOperator):
                 def execute(self, context):
@@ -224,7 +235,7 @@ class TestNeverPayTwice:
             result.log,
         )
         assert result.xcom("submit") != first_id  # a fresh generation replaced the failed one
-        assert gateway.submissions == 2
+        assert dag_sandbox.submissions == 2
 
 
 class TestDownload:
@@ -237,7 +248,7 @@ class TestDownload:
             + body
         )
 
-    def test_to_folder(self, run_dag, gateway, tmp_path: Path) -> None:
+    def test_to_folder(self, run_dag, dag_sandbox, tmp_path: Path) -> None:
         result = self._completed(
             run_dag,
             f'''
@@ -253,21 +264,31 @@ class TestDownload:
         assert target.read_bytes()[4:8] == b"ftyp"
         assert list((tmp_path / "videos").iterdir()) == [target]  # no .part files left behind
 
-    def test_to_file_path_from_generation_dict(self, run_dag, gateway, tmp_path: Path) -> None:
+    def test_to_file_path_from_generation_dict(self, run_dag, dag_sandbox, tmp_path: Path) -> None:
         result = self._completed(
             run_dag,
             f'''
-            LumaDownloadVideoOperator(task_id="download", generation_id=submit.output,
-                                      destination="{tmp_path}/clip.mp4")
+            @task
+            def gets_so_far():  # the sandbox's GET count once the submit task is done (admin API)
+                from luma_provider.sandbox import SandboxAdmin
+                admin = SandboxAdmin("{dag_sandbox.url}", api_key="{dag_sandbox.api_key}")
+                return admin.stats()["by_route"].get("get", 0)
+
+            download = LumaDownloadVideoOperator(task_id="download", generation_id=submit.output,
+                                                 destination="{tmp_path}/clip.mp4")
+            submit >> gets_so_far() >> download
         ''',
         )
         assert result.state == "success"
         assert result.xcom("download") == f"file://{tmp_path}/clip.mp4"
         assert (tmp_path / "clip.mp4").read_bytes()[4:8] == b"ftyp"
         # The dict from XCom already had the URL: no status refetch, just the media download.
-        assert gateway.stats()["by_route"].get("get", 0) == 0
+        gets = dag_sandbox.stats()["by_route"].get("get", 0)
+        assert gets == result.xcom("gets_so_far")  # none by the download task
+        if not is_official(dag_sandbox):
+            assert gets == 0  # a gateway is polled through /luma/tasks; the official API by GETs
 
-    def test_include_thumbnail(self, run_dag, gateway, tmp_path: Path) -> None:
+    def test_include_thumbnail(self, run_dag, dag_sandbox, tmp_path: Path) -> None:
         result = self._completed(
             run_dag,
             f'''
@@ -284,7 +305,7 @@ class TestDownload:
         assert (tmp_path / "out" / f"{gen_id}.mp4").read_bytes()[4:8] == b"ftyp"
         assert (tmp_path / "out" / f"{gen_id}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
-    def test_mapped_submit_wait_download_pipeline(self, run_dag, gateway, tmp_path: Path) -> None:
+    def test_mapped_submit_wait_download_pipeline(self, run_dag, dag_sandbox, tmp_path: Path) -> None:
         result = run_dag.run(f'''
             submit = LumaGenerateOperator.partial(task_id="submit").expand(
                 prompt=["a red fox", "a blue whale", "a green forest"])
@@ -299,4 +320,4 @@ class TestDownload:
         assert files == sorted(f"{i}.mp4" for i in ids)
         for gen_id in ids:
             assert (tmp_path / "run" / f"{gen_id}.mp4").read_bytes()[4:8] == b"ftyp"
-        assert gateway.submissions == 3
+        assert dag_sandbox.submissions == 3

@@ -1,6 +1,11 @@
-"""LumaTaskSensor run for real with ``dag.test()``: deferrable, poke and reschedule modes, failures, timeouts."""
+"""LumaTaskSensor run for real with ``dag.test()``: deferrable, poke and reschedule modes, failures, timeouts.
+
+Each test runs in both API flavours (``dag_sandbox``: ``[gateway]`` and ``[official]``).
+"""
 
 from __future__ import annotations
+
+from flavours import status_route
 
 DEFERRED = "[DAG TEST] running trigger in line"
 
@@ -10,7 +15,7 @@ def _submit(prompt: str = "a red fox", task_id: str = "submit") -> str:
 
 
 class TestSensor:
-    def test_deferrable_success_returns_generation_and_sets_link(self, run_dag, gateway) -> None:
+    def test_deferrable_success_returns_generation_and_sets_link(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit()}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3)
@@ -21,12 +26,12 @@ class TestSensor:
         done = result.xcom("wait")
         assert done["id"] == gen_id
         assert done["state"] == "completed"
-        assert done["video_url"].startswith(f"{gateway.url}/media/{gen_id}.mp4")
+        assert done["video_url"].startswith(f"{dag_sandbox.url}/media/{gen_id}.mp4")
         # LumaVideoLink reads this key: set once the sensor saw the video.
         assert result.xcom("wait", "luma_video_url") == done["video_url"]
-        assert gateway.submissions == 1
+        assert dag_sandbox.submissions == 1
 
-    def test_poke_mode(self, run_dag, gateway) -> None:
+    def test_poke_mode(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit()}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, deferrable=False,
@@ -36,9 +41,11 @@ class TestSensor:
         assert DEFERRED not in result.log
         assert result.xcom("wait")["state"] == "completed"
         assert result.ti("wait").try_number == 1
-        assert gateway.stats()["by_route"]["tasks"] >= 2  # it really poked more than once
+        assert (
+            dag_sandbox.stats()["by_route"][status_route(dag_sandbox)] >= 2
+        )  # it really poked more than once
 
-    def test_reschedule_mode(self, run_dag, gateway) -> None:
+    def test_reschedule_mode(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit()}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, deferrable=False,
@@ -49,7 +56,7 @@ class TestSensor:
         assert result.xcom("wait")["id"] == result.xcom("submit")
         assert result.xcom("wait", "luma_video_url") == result.xcom("wait")["video_url"]
 
-    def test_failed_generation_fails_with_id_and_reason(self, run_dag, gateway) -> None:
+    def test_failed_generation_fails_with_id_and_reason(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit("a forbidden scene #fail")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3)
@@ -61,7 +68,7 @@ class TestSensor:
         assert gen_id in result.log and "Advanced prompt moderation failed" in result.log
         assert "luma_video_url" not in result.ti("wait").xcom
 
-    def test_failed_generation_in_poke_mode(self, run_dag, gateway) -> None:
+    def test_failed_generation_in_poke_mode(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit("bad #fail:Prompt names a real person")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, deferrable=False)
@@ -69,7 +76,7 @@ class TestSensor:
         assert result.ti("wait").state == "failed"
         assert result.xcom("submit") in result.log and "Prompt names a real person" in result.log
 
-    def test_timeout_fails_with_sensor_timeout(self, run_dag, gateway) -> None:
+    def test_timeout_fails_with_sensor_timeout(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3, timeout=0.8,
@@ -82,7 +89,7 @@ class TestSensor:
         assert "AirflowSensorTimeout" in result.log
         assert f"Timed out waiting for {result.xcom('submit')}" in result.log
 
-    def test_timeout_soft_fail_skips(self, run_dag, gateway) -> None:
+    def test_timeout_soft_fail_skips(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3, timeout=0.8,
@@ -93,7 +100,7 @@ class TestSensor:
         assert "soft_fail" in result.log
         assert DEFERRED in result.log
 
-    def test_poke_mode_timeout(self, run_dag, gateway) -> None:
+    def test_poke_mode_timeout(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, timeout=0.7,
@@ -102,7 +109,7 @@ class TestSensor:
         assert result.ti("wait").state == "failed"
         assert "AirflowSensorTimeout" in result.log
 
-    def test_list_of_ids(self, run_dag, gateway) -> None:
+    def test_list_of_ids(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             a = {_submit("a red fox", "a")}
             b = {_submit("a blue whale", "b")}
@@ -114,7 +121,7 @@ class TestSensor:
         assert [g["state"] for g in done] == ["completed", "completed"]
         assert "luma_video_url" not in result.ti("wait").xcom  # one link per task: only for a single video
 
-    def test_generation_dict_input(self, run_dag, gateway) -> None:
+    def test_generation_dict_input(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run(f"""
             submit = {_submit()}
             # A template pull carries no dependency: it must be declared.
@@ -124,15 +131,15 @@ class TestSensor:
         assert result.state == "success"
         assert result.xcom("wait")["id"] == result.xcom("submit")
 
-    def test_invalid_id_fails_before_any_http(self, run_dag, gateway) -> None:
+    def test_invalid_id_fails_before_any_http(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             LumaTaskSensor(task_id="wait", generation_id="not a valid id!", poll_interval=0.3)
         """)
         assert result.ti("wait").state == "failed"
         assert "generation_id" in result.log and "LumaValidationError" in result.log
-        assert gateway.stats()["requests"] == 0
+        assert dag_sandbox.stats()["requests"] == 0
 
-    def test_already_completed_needs_no_trigger(self, run_dag, gateway) -> None:
+    def test_already_completed_needs_no_trigger(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
             submit = LumaGenerateOperator(task_id="submit", prompt="a fox", wait_for_completion=True,
                                           deferrable=False, poll_interval=0.2)

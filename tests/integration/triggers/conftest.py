@@ -1,4 +1,5 @@
-"""Fixtures for driving ``LumaTrigger.run()`` directly against a real sandbox gateway (no mocks)."""
+"""Fixtures for driving ``LumaTrigger.run()`` directly against a real sandbox (no mocks), in the API
+flavour of the ``flavour`` fixture (``tests/integration/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from airflow_helpers import connection_json
+from flavours import conn_extra
 
 from luma_provider.hooks.luma import LumaHook
 from luma_provider.sandbox import LumaSandbox
@@ -15,10 +17,11 @@ KEY = "sk-trigger-tests-key-0001"
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
-    """Jobs pending 0.2 s, processing 0.3 s; ``luma_default`` points at it."""
-    with LumaSandbox(port=0, api_key=KEY, queue_seconds=0.2, process_seconds=0.3) as sb:
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sb.url, key=KEY, max_retries=2))
+def sandbox(flavour: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LumaSandbox]:
+    """A sandbox in ``flavour``: jobs pending 0.2 s, processing 0.3 s; ``luma_default`` points at it."""
+    with LumaSandbox(port=0, api_key=KEY, api_flavour=flavour, queue_seconds=0.2, process_seconds=0.3) as sb:
+        conn = connection_json(sb.url, key=KEY, max_retries=2, **conn_extra(sb))
+        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", conn)
         yield sb
 
 
