@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,18 @@ class MetaDB:
     def run_state(self, run_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", (self.dag_id, run_id))
         return rows[0][0] if rows else None
+
+    def ti_id(self, run_id: str, task_id: str, map_index: int = -1) -> str | None:
+        """The current try's task instance id (a new one for every try), as the task runner titles itself."""
+        rows = self.query(
+            "SELECT id FROM task_instance WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?",
+            (self.dag_id, run_id, task_id, map_index),
+        )
+        if not rows:
+            return None
+        with contextlib.suppress(ValueError):  # SQLite keeps the UUID as 32 hex digits
+            return str(uuid.UUID(str(rows[0][0])))
+        return str(rows[0][0])
 
     def triggerer_jobs(self, running_only: bool = False) -> list[tuple]:
         sql = "SELECT id, state FROM job WHERE job_type='TriggererJob'"
@@ -254,6 +267,37 @@ class AirflowStack:
         for name, log in self.logs.items():
             parts.append(f"\n===== {name} ({log}) =====\n{tail(log, lines)}")
         return "".join(parts)
+
+
+def task_runner_process(scheduler_pid: int, ti_id: str) -> Any:
+    """The ``psutil.Process`` running task instance ``ti_id`` under this scheduler, or None.
+
+    On Airflow 3 the LocalExecutor worker *is* the task's supervisor (``airflow worker --
+    LocalExecutor: <ti id>``, a child of the scheduler); it forks the task runner, which runs
+    the operator and retitles itself ``airflow worker -- <ti id>`` at startup. (``setproctitle``
+    reuses the environment's memory, so ``/proc/<pid>/environ`` cannot identify it.)
+    """
+    import psutil
+
+    title = f"airflow worker -- {ti_id}"
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if " ".join(proc.info["cmdline"] or []).startswith(title) and scheduler_pid in {
+                p.pid for p in proc.parents()
+            }:
+                return proc
+    return None
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON entries with a text ``event`` of an Airflow task/trigger log file."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                out.append(entry)
+    return out
 
 
 def tail(path: Path, lines: int = 60) -> str:
