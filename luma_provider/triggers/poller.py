@@ -117,15 +117,17 @@ class StatusPoller:
         ids = tuple(ids)
         key = (ids, interval)
         now = time.time()
-        served_for = None if first else self._served_early.pop(key, None)
         # Answered early last time: count from the due time it was served for (once per cycle).
+        # Kept until that time passes: triggers with the same ids and interval share the tick.
+        served_for = None if first else self._served_early.get(key)
         base = max(now, served_for + 1e-3) if served_for is not None else now
         step = min(interval, 1.0) if first else interval
         due = (math.floor(base / step) + 1) * step
         earliest = due - min(step / 2, PACK_AHEAD)
         if expected_in is not None and expected_in >= 0 and now + expected_in < due:
+            step = 1.0  # the 1 s grid just after the estimate; never looked at before it ends
             due = max(math.ceil(now + expected_in), math.floor(base) + 1.0)
-            earliest = max(due - min(1.0 / 2, PACK_AHEAD), now + expected_in)
+            earliest = max(due - min(step / 2, PACK_AHEAD), now + expected_in)
         waiter = _Waiter(ids, due, earliest, key, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._ensure_running()

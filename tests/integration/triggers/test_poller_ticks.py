@@ -17,7 +17,11 @@ import pytest
 from luma_provider.exceptions import LumaAuthError, LumaError, LumaNotFoundError, LumaServerError
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.sandbox import LumaSandbox
-from luma_provider.triggers.poller import POLL_RETRIES, StatusPoller, active_pollers
+from luma_provider.triggers.poller import PACK_AHEAD, POLL_RETRIES, StatusPoller, active_pollers
+
+pytestmark = pytest.mark.gateway_only(
+    "tick timing and batch answers (one /luma/tasks error for every id) are measured on the gateway"
+)
 
 SLACK = 0.3  # event-loop and HTTP latency allowed after a due time
 MISSING = "missing-generation-0001"
@@ -127,11 +131,16 @@ class TestWhen:
 
     async def test_waiter_due_later_waits_for_its_own_tick(self, poller: StatusPoller, submit) -> None:
         a, b = submit("a"), submit("b")
-        await align(1.0, 0.05)
+        await align(1.0, 0.7)
         now = time.time()
         due_a = math.floor(now) + 1.0
-        # an interval whose grid line falls 0.2-0.45 s after A's: too far to join A's tick
-        interval = next(i / 1000 for i in range(500, 2000) if 0.2 < grid_due(now, i / 1000) - due_a < 0.45)
+        # an interval whose grid line falls 0.1-0.35 s beyond A's tick plus B's packing look-ahead
+        # (min(step / 2, PACK_AHEAD), see test_poller_packing.py): too far to join A's tick, even early
+        interval = next(
+            i / 1000
+            for i in range(500, 3000)
+            if 0.1 < grid_due(now, i / 1000) - due_a - min(i / 2000, PACK_AHEAD) < 0.35
+        )
         first = asyncio.create_task(timed_status(poller, [a], 1.0))
         _, end_b, result_b = await timed_status(poller, [b], interval)
         due_b = grid_due(now, interval)
@@ -158,7 +167,9 @@ class TestWhen:
     async def test_earlier_waiter_wakes_the_loop(self, poller: StatusPoller, submit) -> None:
         slow_id, fast_id = submit("slow"), submit("fast")
         await align(1.0, 0.1)
-        slow = asyncio.create_task(timed_status(poller, [slow_id], 30.0))
+        # a grid line far beyond the fast tick and any look-ahead (packing would pull it in)
+        slow_interval = next(i for i in range(30, 60) if grid_due(time.time(), i) - time.time() > 3)
+        slow = asyncio.create_task(timed_status(poller, [slow_id], slow_interval))
         await asyncio.sleep(0.05)
         start, end, result = await timed_status(poller, [fast_id], 30.0, first=True)
         assert end < math.floor(start) + 1.0 + SLACK  # not held back by the 30 s waiter
