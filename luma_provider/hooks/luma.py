@@ -516,7 +516,9 @@ class LumaHook(BaseHook):
             return dict.fromkeys(ids, err)
         found: dict[str, LumaGeneration | LumaError] = {g.id: g for g in generations}
         for gen_id in ids:
-            found.setdefault(gen_id, LumaNotFoundError(404, f"generation {gen_id} not found"))
+            found.setdefault(
+                gen_id, LumaNotFoundError(404, f"generation {gen_id} not found", path="/luma/tasks")
+            )
         return found
 
     async def _aget_each(

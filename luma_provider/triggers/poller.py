@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from luma_provider.exceptions import LumaError, LumaNotFoundError
+from luma_provider.exceptions import LumaError
 
 if TYPE_CHECKING:
     from luma_provider.hooks.luma import LumaHook
@@ -211,13 +211,9 @@ class StatusPoller:
         results: dict[str, LumaGeneration | LumaError] = {}
         try:
             before = self.hook.requests_sent
-            generations = await self.hook.aget_generations(wanted, skip_missing=True)
+            # Per id: without a batch route one failed GET must not fail every other waiter.
+            results = await self.hook.aget_each(wanted)
             self.requests_sent += self.hook.requests_sent - before
-            results.update({g.id: g for g in generations})
-            for gen_id in wanted:
-                results.setdefault(
-                    gen_id, LumaNotFoundError(404, f"generation {gen_id} not found", path="/luma/tasks")
-                )
         except LumaError as err:
             results = dict.fromkeys(wanted, err)
         except Exception as err:  # never let one bad cycle kill the poller for everyone

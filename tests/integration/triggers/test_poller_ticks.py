@@ -220,7 +220,7 @@ class TestWhichAnswer:
 
     async def test_unexpected_exception_is_contained(self, poller: StatusPoller, submit, caplog) -> None:
         gen_id = submit()
-        real = poller.hook.aget_generations
+        real = poller.hook.aget_each
         calls = []
 
         async def broken(ids, **kwargs):
@@ -229,7 +229,7 @@ class TestWhichAnswer:
                 raise RuntimeError("boom")
             return await real(ids, **kwargs)
 
-        poller.hook.aget_generations = broken  # type: ignore[method-assign]
+        poller.hook.aget_each = broken  # type: ignore[method-assign]
         with caplog.at_level("WARNING", logger="luma_provider.triggers.poller"):
             first = await poller.status((gen_id, gen_id), 0.2)
             second = await poller.status((gen_id,), 0.2)
