@@ -143,6 +143,8 @@ class ConnectionSettings:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     download_stall_timeout: float = DEFAULT_DOWNLOAD_STALL_TIMEOUT
     allow_private_downloads: bool = False
+    #: Official API: the credit floor (USD cents) below which tasks do not submit; None: no check.
+    min_credits: float | None = None
     #: ``gateway`` (``/luma/...`` routes) or ``official`` (Dream Machine API, base URL with its path).
     api_flavour: str = "gateway"
     #: The host had no scheme and https:// was assumed (a hint for SSL errors).
@@ -331,6 +333,18 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 # ----------------------------------------------------------------------------- validation
+def validate_credits(value: Any, field_name: str) -> float:
+    """A credit amount in USD cents: a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise LumaValidationError(field_name, f"must be a number of USD cents >= 0, got {value!r}")
+    return float(value)
+
+
 def validate_generation_id(generation_id: Any, field_name: str = "generation_id") -> str:
     """A generation id, stripped, or ``LumaValidationError`` naming ``field_name``."""
     value = generation_id.strip() if isinstance(generation_id, str) else generation_id

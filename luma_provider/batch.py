@@ -46,6 +46,8 @@ PROMPT_KEYS = ("prompt", *api.OPTION_NAMES, "extra")
 NOT_SUBMITTED = "not_submitted"
 NO_RESULT = "no_result"
 MISSING = "missing"
+#: Deliberately not submitted (a budget); neither completed nor failed.
+SKIPPED = "skipped"
 #: XCom key of a batch's result when its task fails (on success it is the return value).
 XCOM_RESULT = "batch_result"
 #: Prompts listed in a failure message (the rest are counted).
@@ -163,6 +165,8 @@ class Submitted:
     #: The submit failed for a reason a later try may not meet (5xx, network, a stopped batch);
     #: False when the gateway refused this very request (400/422) or its outcome is unknown.
     retryable: bool = False
+    #: Why the prompt was deliberately not submitted (e.g. ``budget: max_generations=100``).
+    skipped: str | None = None
 
     @classmethod
     def of(cls, options: api.GenerationOptions, result: LumaGeneration | Exception) -> Submitted:
@@ -180,6 +184,7 @@ class Submitted:
             "error": self.error,
             "ambiguous": self.ambiguous,
             "retryable": self.retryable,
+            "skipped": self.skipped,
         }
 
     @classmethod
@@ -191,34 +196,48 @@ class Submitted:
             error=str(data["error"]) if data.get("error") else None,
             ambiguous=bool(data.get("ambiguous")),
             retryable=bool(data.get("retryable")),
+            skipped=str(data["skipped"]) if data.get("skipped") else None,
         )
 
     @classmethod
     def from_result_entry(cls, entry: Mapping[str, Any]) -> Submitted:
         """Back from a batch result's prompt entry (what a downstream sensor receives)."""
         gen_id = entry.get("generation_id")
+        skipped = (
+            str(entry["skip_reason"]) if entry.get("state") == SKIPPED and entry.get("skip_reason") else None
+        )
         return cls(
             prompt=str(entry.get("prompt", "")),
             generation_id=api.validate_generation_id(gen_id, "generation_id") if gen_id else None,
-            error=None if gen_id else str(entry.get("failure_reason") or "not submitted"),
+            error=None if gen_id or skipped else str(entry.get("failure_reason") or "not submitted"),
             ambiguous=bool(entry.get("ambiguous_submit")),
+            skipped=skipped,
         )
 
 
 def outcome(
-    submitted: Sequence[Submitted], current: Mapping[str, LumaGeneration], *, finished: bool = True
+    submitted: Sequence[Submitted],
+    current: Mapping[str, LumaGeneration],
+    *,
+    finished: bool = True,
+    finished_at: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The batch result: one entry per prompt, in order, plus counts.
 
     A prompt is ``completed`` only when Luma says so *and* there is a result URL. With
     ``finished`` (after the wait) anything else counts as failed; without it, generations still
-    queued or dreaming count as ``pending``.
+    queued or dreaming count as ``pending``; a ``skipped`` prompt (budget) is neither.
+
+    :param finished_at: epoch seconds at which the wait saw each id finish; gives each entry
+        ``seconds`` from submit to completion (as precise as the poll interval).
     """
     entries = []
     for index, item in enumerate(submitted):
         gen = current.get(item.generation_id or "")
         reason: str | None
-        if gen is not None and gen.state == LumaState.COMPLETED and gen.result_url:
+        if item.skipped and not item.generation_id:
+            state, reason = SKIPPED, None
+        elif gen is not None and gen.state == LumaState.COMPLETED and gen.result_url:
             state, reason = "completed", None
         elif gen is not None and not finished and not gen.is_terminal:
             state, reason = gen.state.value, None
@@ -231,39 +250,63 @@ def outcome(
             state, reason = MISSING, "the gateway no longer knows this generation"
         else:
             state, reason = NOT_SUBMITTED, item.error or "not submitted"
-        entries.append(
-            {
-                "index": index,
-                "prompt": item.prompt,
-                "generation_id": item.generation_id,
-                "state": state,
-                "failure_reason": reason,
-                "ambiguous_submit": item.ambiguous,
-                "generation": gen.to_dict() if state == "completed" and gen is not None else None,
-            }
-        )
+        entry = {
+            "index": index,
+            "prompt": item.prompt,
+            "generation_id": item.generation_id,
+            "state": state,
+            "failure_reason": reason,
+            "ambiguous_submit": item.ambiguous,
+            "generation": gen.to_dict() if state == "completed" and gen is not None else None,
+        }
+        if state == SKIPPED:
+            entry["skip_reason"] = item.skipped
+        seen = (finished_at or {}).get(item.generation_id or "")
+        if gen is not None and seen is not None:
+            entry["seconds"] = _seconds_since(gen.created_at, seen)
+        entries.append(entry)
     completed = sum(e["state"] == "completed" for e in entries)
     failed = sum(e["failure_reason"] is not None for e in entries)
+    skipped = sum(e["state"] == SKIPPED for e in entries)
     return {
         "total": len(entries),
         "completed": completed,
         "failed": failed,
-        "pending": len(entries) - completed - failed,
+        "skipped": skipped,
+        "pending": len(entries) - completed - failed - skipped,
         "prompts": entries,
     }
 
 
-def settle(hook: LumaHook, submitted: Sequence[Submitted], *, finished: bool, log: Any) -> dict[str, Any]:
+def _seconds_since(created_at: str | None, until: float) -> float | None:
+    import datetime as dt
+
+    try:
+        start = dt.datetime.fromisoformat(str(created_at).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return round(until - start, 1) if until >= start else None
+
+
+def settle(
+    hook: LumaHook,
+    submitted: Sequence[Submitted],
+    *,
+    finished: bool,
+    log: Any,
+    finished_at: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """Fetch the current state of every submitted prompt and build the batch result (logged)."""
     ids = [x.generation_id for x in submitted if x.generation_id]
     current = {g.id: g for g in hook.get_generations(ids)} if ids else {}
-    result = outcome(submitted, current, finished=finished)
+    result = outcome(submitted, current, finished=finished, finished_at=finished_at)
     log.info(
-        "Batch of %d prompts: %d completed, %d failed, %d pending",
+        "Batch of %d prompts: %d completed, %d failed, %d pending, %d skipped",
         result["total"],
         result["completed"],
         result["failed"],
         result["pending"],
+        result["skipped"],
     )
     for entry in result["prompts"]:
         if entry["failure_reason"] is not None:

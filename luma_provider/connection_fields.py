@@ -129,6 +129,15 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "the gateway's own host is always allowed).",
     ),
     ConnectionField(
+        "min_credits",
+        "number",
+        None,
+        "Credit floor (USD cents)",
+        "Official API: before submitting, a task reads the balance once and fails without spending "
+        "when it is below this. Empty: no check.",
+        minimum=0,
+    ),
+    ConnectionField(
         "api_flavour",
         "string",
         None,

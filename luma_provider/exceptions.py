@@ -112,6 +112,10 @@ class LumaAmbiguousSubmitError(LumaError, AirflowFailException):
     """
 
 
+class LumaBudgetError(LumaError, AirflowFailException):
+    """A budget guard stopped the task before it spent anything (no retry: it would stop again)."""
+
+
 class LumaNotStartedError(LumaError):
     """An item of a batch that was never started: the batch stopped early after another error."""
 

@@ -15,6 +15,7 @@ from luma_provider.batch import short_label
 from luma_provider.concurrency import run_bounded
 from luma_provider.exceptions import (
     LumaAmbiguousSubmitError,
+    LumaBudgetError,
     LumaDownloadError,
     LumaError,
     LumaValidationError,
@@ -92,6 +93,9 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         have no cancel), so no credits go to a video nobody will collect. Default True.
     :param map_label: name of a mapped instance in the UI (default: the start of its prompt).
         Templated.
+    :param min_credits: credit floor in USD cents (official API): before submitting, the task
+        reads the balance once (``GET /credits``) and fails without spending when it is below
+        this. Default: the connection extra ``min_credits`` (none: no check).
     """
 
     template_fields: Sequence[str] = ("idempotency_key", "ledger_path", "map_label")
@@ -114,10 +118,12 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         timeout: float = 60 * 60,
         cancel_on_kill: bool = True,
         map_label: str | None = None,
+        min_credits: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.map_label = map_label
+        self.min_credits = None if min_credits is None else api.validate_credits(min_credits, "min_credits")
         self.cancel_on_kill = cancel_on_kill
         self._submitted_id: str | None = None
         self.idempotency_key = idempotency_key
@@ -154,6 +160,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
                 f"is {self.hook.settings.api_flavour} (set its extra api_flavour=official)",
             )
         request = self._request()
+        self._check_credit_floor()
         generation = self._submit_once(context, request)
         self._submitted_id = generation.id
         context["ti"].xcom_push(key=XCOM_GENERATION, value=generation.to_dict())
@@ -168,6 +175,23 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
             [generation.id], poll_interval=self.poll_interval, timeout=self.timeout
         )
         return self._finish(done, context)
+
+    def _check_credit_floor(self) -> None:
+        """Fail before spending when the balance is below the floor (one ``GET /credits`` per task)."""
+        floor = self.min_credits if self.min_credits is not None else self.hook.settings.min_credits
+        if floor is None:
+            return
+        if not self.hook.settings.official:
+            raise LumaValidationError(
+                "min_credits", "needs Luma's official API (GET /credits); a gateway has no balance to read"
+            )
+        balance = self.hook.get_credits()
+        if balance < floor:
+            raise LumaBudgetError(
+                f"Credit balance {balance:g} is below the floor {floor:g} (USD cents, min_credits): "
+                "nothing was submitted"
+            )
+        self.log.info("Credit balance %g is above the floor %g (USD cents)", balance, floor)
 
     def on_kill(self) -> None:
         """Killed while waiting on the worker: cancel the unfinished generation (official API).
@@ -258,7 +282,16 @@ class LumaGenerateOperator(_LumaSubmitOperator):
     to the task state store at once, so a retry of this task reconnects to the same generation
     instead of paying for a second one.
 
-    :param prompt: text prompt. Templated.
+    :param prompt: text prompt (one video). Templated.
+    :param prompts: a batch instead of ``prompt``: a list of prompt strings or dicts with
+        ``prompt`` and any option below (a dict's non-None values override the operator's), up to
+        1,000. Every prompt is validated before any HTTP call; each accepted id is recorded at
+        once, so a retry pays only for the rest. Returns a batch result (see the README). Templated.
+    :param max_concurrent_submits: a batch's submits in flight (1-16); one 429 pauses them all.
+    :param max_failed_fraction: a batch fails when more than this share of its prompts did not
+        complete (0, the default: any failure; 1: never for a prompt), decided after all finished.
+    :param max_generations: a batch submits at most this many prompts (in order); the rest are
+        reported as ``skipped`` (budget). Default: no limit.
     :param aspect_ratio: ``1:1``, ``4:3``, ``3:4``, ``16:9`` or ``9:16`` (official flavour also
         ``21:9``, ``9:21``). Templated.
     :param loop: loop the video. Templated.
@@ -274,6 +307,9 @@ class LumaGenerateOperator(_LumaSubmitOperator):
     :param extend_generation_id: extend this completed generation instead of starting fresh. Templated.
     :param reverse: with ``extend_generation_id``, lead *into* that generation (official flavour).
     :param extra: other fields passed through in the body as they are. Templated.
+    :param prompt_source: URI of the file/asset the prompts came from, for lineage (an input
+        dataset of the task's OpenLineage events, like its ``inlets``), e.g.
+        ``"{{ params.prompts_file }}"``; never read. Templated.
     :param idempotency_key: opt-in reuse across runs. A generation recorded in the ledger under
         the same key *and* the same prompt/options is reused instead of paying again, unless it
         failed. E.g. ``"{{ ds }}"``: re-running a day's batch reuses its videos, the next day
@@ -316,6 +352,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         "callback_url",
         "extend_generation_id",
         "extra",
+        "prompt_source",
         "idempotency_key",
         "ledger_path",
         "map_label",
@@ -330,6 +367,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         prompts: list[str | dict[str, Any]] | None = None,
         max_concurrent_submits: int = 4,
         max_failed_fraction: float = 0.0,
+        max_generations: int | None = None,
         aspect_ratio: str | None = None,
         loop: bool | None = None,
         expand_prompt: bool | None = None,
@@ -343,6 +381,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         extend_generation_id: str | None = None,
         reverse: bool = False,
         extra: dict[str, Any] | None = None,
+        prompt_source: str | None = None,
         idempotency_key: str | None = None,
         ledger_path: str | None = None,
         ledger_conn_id: str | None = None,
@@ -384,6 +423,13 @@ class LumaGenerateOperator(_LumaSubmitOperator):
                 "max_concurrent_submits", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
             )
         max_failed_fraction = batch.validate_fraction(max_failed_fraction)
+        if max_generations is not None and (
+            isinstance(max_generations, bool) or not isinstance(max_generations, int) or max_generations < 0
+        ):
+            raise LumaValidationError(
+                "max_generations", f"must be a whole number >= 0, got {max_generations!r}"
+            )
+        self.max_generations = max_generations
         self.prompt = prompt
         self.prompts = prompts
         self.max_concurrent_submits = max_concurrent_submits
@@ -401,6 +447,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         self.extend_generation_id = extend_generation_id
         self.reverse = reverse
         self.extra = extra
+        self.prompt_source = prompt_source
 
     def _options(self) -> api.GenerationOptions:
         """Every option checked before any HTTP call; errors name the field and allowed values."""
@@ -425,15 +472,28 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         options = batch.prompt_options(
             self.prompts, shared, flavour=self.hook.settings.api_flavour, extra=self.extra
         )
+        budget = len(options) if self.max_generations is None else self.max_generations
+        if budget < len(options):
+            self.log.warning(
+                "Budget: submitting %d of %d prompts (max_generations=%d); %d skipped",
+                budget,
+                len(options),
+                budget,
+                len(options) - budget,
+            )
         lock = threading.Lock()
         jobs = [
             (o, self._reuse(context, SubmitRequest(o.body(), None, o), scope=scope, lock=lock))
-            for o, scope in zip(options, batch.prompt_scopes(options), strict=True)
+            for o, scope in zip(options[:budget], batch.prompt_scopes(options)[:budget], strict=True)
         ]
+        if jobs:
+            self._check_credit_floor()
         if self.idempotency_key:
             self.ledger.prepare()
         results = batch.submit_all(self.hook, jobs, max_concurrent=self.max_concurrent_submits, log=self.log)
-        submitted = [batch.Submitted.of(o, r) for o, r in zip(options, results, strict=True)]
+        skipped = f"budget: max_generations={budget}"
+        submitted = [batch.Submitted.of(o, r) for o, r in zip(options, results, strict=False)]
+        submitted += [batch.Submitted(o.prompt, skipped=skipped) for o in options[budget:]]
         context["ti"].xcom_push(key=XCOM_BATCH_SUBMITTED, value=[x.to_dict() for x in submitted])
         pending = [r.id for r in results if isinstance(r, LumaGeneration) and not r.is_terminal]
         if self.wait_for_completion and pending:
@@ -447,7 +507,7 @@ class LumaGenerateOperator(_LumaSubmitOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         if self.prompts is None:
             return super().execute_complete(context, event)
-        from luma_provider.triggers.luma import check_event
+        from luma_provider.triggers.luma import check_event, finished_at_from_event
 
         ti = context["ti"]
         recorded = ti.xcom_pull(task_ids=self.task_id, key=XCOM_BATCH_SUBMITTED, map_indexes=ti.map_index)
@@ -455,11 +515,18 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             raise LumaError("The batch's submits are missing from XCom; clear the task to resume it")
         submitted = [batch.Submitted.from_dict(x) for x in recorded]
         check_event([x.generation_id for x in submitted if x.generation_id], event)
-        return self._finish_batch(context, submitted)
+        return self._finish_batch(context, submitted, finished_at_from_event(event))
 
-    def _finish_batch(self, context: Context, submitted: list[batch.Submitted]) -> dict[str, Any]:
+    def _finish_batch(
+        self,
+        context: Context,
+        submitted: list[batch.Submitted],
+        finished_at: dict[str, float] | None = None,
+    ) -> dict[str, Any]:
         """Sort the prompts into completed and failed; fail the task as ``batch.judge`` says."""
-        result = batch.settle(self.hook, submitted, finished=self.wait_for_completion, log=self.log)
+        result = batch.settle(
+            self.hook, submitted, finished=self.wait_for_completion, log=self.log, finished_at=finished_at
+        )
         ti = context["ti"]
         error = batch.judge(
             result,
@@ -483,6 +550,26 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             "Submitted Luma generation %s for prompt %r", generation.id, short_label(options.prompt)
         )
         return generation
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: prompt source, inlets and keyframe URLs in; the submitted generations out.
+
+        Called by the OpenLineage provider (extra ``[openlineage]``) after the task; the dataset
+        naming is ``luma_provider.openlineage``'s.
+        """
+        from luma_provider import openlineage as ol
+
+        single = ("return_value", XCOM_GENERATION)
+        keys = single if self.prompts is None else ("return_value", XCOM_BATCH_RESULT, XCOM_BATCH_SUBMITTED)
+        inputs, outputs = ol.generate_datasets(
+            base_url=self.hook.settings.base_url,
+            result=ol.own_xcom(task_instance, *keys) or self._submitted_id,
+            prompt_source=self.prompt_source,
+            inlets=self.inlets,
+            keyframes=ol.keyframe_urls(self.image_url, self.image_end_url, self.prompts),
+            extend_generation_id=self.extend_generation_id,
+        )
+        return ol.operator_lineage(inputs, outputs)
 
 
 class LumaGenerateImageOperator(_LumaSubmitOperator):
@@ -839,6 +926,22 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
     def _destination(self, folder: bool) -> str:
         dest = str(self.destination)
         return dest if not folder or dest.endswith("/") else f"{dest}/"
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the downloaded generations (and inlets) in; the files written out.
+
+        The outputs are the URIs the task returned (video and thumbnail files, named as the
+        destination names them). Called by the OpenLineage provider (extra ``[openlineage]``).
+        """
+        from luma_provider import openlineage as ol
+
+        inputs, outputs = ol.download_datasets(
+            base_url=self.hook.settings.base_url,
+            requested=self.generation_id,
+            result=ol.own_xcom(task_instance, "return_value"),
+            inlets=self.inlets,
+        )
+        return ol.operator_lineage(inputs, outputs)
 
 
 def _image_ref(value: Any, field_name: str) -> dict[str, Any]:

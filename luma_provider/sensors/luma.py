@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_
 from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.triggers.luma import (
     check_event,
+    finished_at_from_event,
     generations_from_event,
     raise_if_failed,
 )
@@ -75,6 +77,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
         self.max_failed_fraction = max_failed_fraction
+        self._finished_at: dict[str, float] = {}
 
     @property
     def _batch(self) -> list[batch.Submitted] | None:
@@ -140,14 +143,23 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
 
     def _poke_batch(self, prompts: list[batch.Submitted], context: Context) -> PokeReturnValue:
         ids = [x.generation_id for x in prompts if x.generation_id]
-        running = [g for g in self.hook.get_generations(ids) if not g.is_terminal]
+        generations = self.hook.get_generations(ids)
+        now = round(time.time(), 1)
+        for gen in generations:  # the render time of each prompt, as precise as the poke interval
+            if gen.is_terminal:
+                self._finished_at.setdefault(gen.id, now)
+        running = [g for g in generations if not g.is_terminal]
         if running:
             self.log.info("Waiting for %d of %d generations of the batch", len(running), len(ids))
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._batch_result(prompts, context))
 
-    def _batch_result(self, prompts: list[batch.Submitted], context: Context) -> dict[str, Any]:
-        result = batch.settle(self.hook, prompts, finished=True, log=self.log)
+    def _batch_result(
+        self, prompts: list[batch.Submitted], context: Context, finished_at: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        result = batch.settle(
+            self.hook, prompts, finished=True, log=self.log, finished_at=finished_at or self._finished_at
+        )
         # Submit problems were the submit task's to judge; here only the outcomes count.
         error = batch.judge(result, [], max_failed_fraction=self.max_failed_fraction)
         if error is not None:
@@ -161,7 +173,7 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
         try:
             if prompts is not None:
                 check_event(self.generation_ids, event)
-                return self._batch_result(prompts, context)
+                return self._batch_result(prompts, context, finished_at_from_event(event))
             generations = generations_from_event(self.hook, self.generation_ids, event)
         except LumaTimeoutError as err:
             from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException

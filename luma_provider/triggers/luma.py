@@ -19,7 +19,7 @@ from luma_provider.exceptions import (
     LumaTimeoutError,
     LumaValidationError,
 )
-from luma_provider.models import LumaGeneration, LumaState
+from luma_provider.models import LumaGeneration, LumaState, is_generation_id
 from luma_provider.triggers.poller import StatusPoller
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ class LumaTrigger(BaseTrigger):
         self.error_budget = int(error_budget)
         self.cancel_on_kill = bool(cancel_on_kill)
         self.fail_fast = bool(fail_fast)
+        #: When this wait first saw each generation finished (gives batches their render time).
+        self._finished_at: dict[str, float] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -189,6 +191,7 @@ class LumaTrigger(BaseTrigger):
             "status": status,
             "generation_ids": self.generation_ids,
             "states": dict(states),
+            "finished_at": dict(self._finished_at),
             "message": message,
         }
 
@@ -197,6 +200,8 @@ class LumaTrigger(BaseTrigger):
     ) -> None:
         elapsed = time.monotonic() - started
         for gen in generations:
+            if gen.is_terminal:
+                self._finished_at.setdefault(gen.id, round(time.time(), 1))
             state = gen.state.value
             if last.get(gen.id) != state:
                 estimate = (
@@ -238,6 +243,22 @@ def generations_from_event(
     if status == "failed":  # the trigger saw a failure the refetch did not: trust the trigger
         raise LumaError(_message(event))
     return generations
+
+
+def finished_at_from_event(event: dict[str, Any] | None) -> dict[str, float]:
+    """The event's ``finished_at`` (id -> epoch seconds), allow-listed: valid ids, finite numbers."""
+    raw = (event or {}).get("finished_at")
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(k, str)
+        and is_generation_id(k)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
 
 
 def check_event(ids: list[str], event: dict[str, Any] | None) -> str:

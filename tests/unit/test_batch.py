@@ -259,3 +259,29 @@ class TestJudge:
     def test_fraction_is_validated(self, value):
         with pytest.raises(LumaValidationError, match="max_failed_fraction"):
             batch.validate_fraction(value)
+
+
+class TestSkippedAndTimes:
+    def test_skipped_prompts_are_neither_completed_nor_failed(self):
+        items = [batch.Submitted("a", IDS[0]), batch.Submitted("b", skipped="budget: max_generations=1")]
+        done = {IDS[0]: gen(IDS[0], LumaState.COMPLETED, "https://cdn/a.mp4")}
+        result = batch.outcome(items, done)
+        assert (result["completed"], result["failed"], result["skipped"], result["pending"]) == (1, 0, 1, 0)
+        assert result["prompts"][1]["skip_reason"] == "budget: max_generations=1"
+        assert batch.judge(result, items, max_failed_fraction=0.0) is None
+        # A sensor downstream reads the same entry back as skipped.
+        assert batch.Submitted.from_result_entry(result["prompts"][1]).skipped == "budget: max_generations=1"
+
+    def test_seconds_from_submit_to_the_moment_the_wait_saw_it_finish(self):
+        import dataclasses
+
+        created = dataclasses.replace(
+            gen(IDS[0], LumaState.COMPLETED, "https://cdn/a.mp4"), created_at="2026-11-25T10:00:00Z"
+        )
+        epoch = 1795600800.0  # 2026-11-25T10:00:00Z
+        result = batch.outcome(
+            [batch.Submitted("a", IDS[0])], {IDS[0]: created}, finished_at={IDS[0]: epoch + 42.04}
+        )
+        assert result["prompts"][0]["seconds"] == 42.0
+        unknown = batch.outcome([batch.Submitted("a", IDS[0])], {IDS[0]: created})
+        assert "seconds" not in unknown["prompts"][0]

@@ -70,6 +70,7 @@ class TestProviderInfo:
             "max_response_bytes",
             "download_stall_timeout",
             "allow_private_downloads",
+            "min_credits",
             "api_flavour",
         }
 
@@ -210,6 +211,7 @@ class TestAirflowDiscovery:
                 "max_response_bytes",
                 "download_stall_timeout",
                 "allow_private_downloads",
+                "min_credits",
                 "api_flavour",
             )
         }

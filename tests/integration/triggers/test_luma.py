@@ -38,12 +38,15 @@ class TestEvents:
         assert payload["generation_ids"] == ids
         assert payload["states"] == {ids[0]: "completed", ids[1]: "completed"}
         assert payload["message"] == "2 generation(s) completed"
-        assert set(payload) == {"status", "generation_ids", "states", "message"}
+        assert set(payload) == {"status", "generation_ids", "states", "finished_at", "message"}
+        # When the wait saw each one finish (epoch seconds): a batch's render times come from here.
+        assert set(payload["finished_at"]) == set(ids)
+        assert all(abs(t - time.time()) < 30 for t in payload["finished_at"].values())
         text = json.dumps(payload)
         assert "http" not in text and sandbox.url not in text and "/media/" not in text
         assert KEY not in text
         # Every leaf is a plain JSON scalar: nothing the triggerer could not log or store.
-        assert all(isinstance(leaf, str) for leaf in json_leaves(payload))
+        assert all(isinstance(leaf, (str, float)) for leaf in json_leaves(payload))
         assert elapsed < 3.0
 
     async def test_failed_event_carries_id_and_reason(self, sandbox: LumaSandbox, submit) -> None:
