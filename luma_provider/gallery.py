@@ -24,6 +24,31 @@ def build_manifest(run_id: str, entries: Sequence[dict[str, Any]], **meta: Any) 
     return {"run_id": run_id, **meta, "counts": counts, "total": len(entries), "generations": list(entries)}
 
 
+def usage_line(manifest: dict[str, Any]) -> str:
+    """One line on what the run produced and spent.
+
+    E.g. ``4 videos, 20 s of 720p ray-2 · credits spent: 1,280 (USD cents)``; ``n/a`` where the
+    API has no balance (gateways).
+    """
+    usage = manifest.get("usage") or {}
+    videos = int(usage.get("videos") or 0)
+    kinds = ", ".join(
+        f"{seconds:g} s of {label}"
+        for label, seconds in sorted((usage.get("video_seconds_by") or {}).items())
+    )
+    spent = usage.get("credits_spent")
+    credits = (
+        f"{spent:,.0f} (USD cents)"
+        if isinstance(spent, (int, float))
+        else f"n/a ({usage.get('flavour') or '?'} API)"
+    )
+    return (
+        f"{videos} video{'s' if videos != 1 else ''}"
+        + (f", {kinds}" if kinds else "")
+        + f" · credits spent: {credits}"
+    )
+
+
 def render_manifest(manifest: dict[str, Any]) -> str:
     """The manifest as indented JSON."""
     return json.dumps(manifest, indent=2, sort_keys=False, default=str)
@@ -67,6 +92,7 @@ figure.bad{{border-color:#a33}} video{{width:100%;display:block;background:#000;
 figcaption{{padding:.75rem 1rem}} .prompt{{margin:0 0 .4rem}} .meta{{margin:0;color:#999;font-size:.85rem}}
 </style></head>
 <body><h1>{heading}</h1><p class="summary">{manifest.get("total", 0)} prompts: {html.escape(counts)}</p>
+<p class="summary usage">{html.escape(usage_line(manifest))}</p>
 <div class="grid">
 {chr(10).join(cards)}
 </div></body></html>
