@@ -29,6 +29,7 @@ EXPECTED_DAGS = {
     "luma_asset_pipeline.py": {"luma_asset_pipeline"},
     "luma_image_to_video.py": {"luma_image_to_video"},
     "luma_official_storyboard.py": {"luma_official_storyboard"},
+    "luma_reviewed_release.py": {"luma_reviewed_release"},
 }
 FAIL_REASON = "Content policy: no flamingos allowed"
 DEFERRED = "[DAG TEST] running trigger in line"
