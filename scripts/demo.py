@@ -155,6 +155,15 @@ _PATTERNS = [
         re.compile(r"Submitted Luma generation (\S+) for prompt '(.*)'"),
         lambda m: f"submitted {m[1][:8]}  {m[2]!s}",
     ),
+    (re.compile(r"Luma accepted generation (\S+)"), lambda m: f"submitted {m[1][:8]}"),
+    (
+        re.compile(r"Batch of (\d+) prompts: (\d+) accepted or reused"),
+        lambda m: f"chunk     {m[2]} of {m[1]} accepted",
+    ),
+    (
+        re.compile(r"Batch of (\d+) prompts: (\d+) completed, (\d+) failed, 0 pending"),
+        lambda m: f"rendered  {m[2]} of {m[1]} ({m[3]} failed)",
+    ),
     (re.compile(r"Reusing generation (\S+)"), lambda m: f"reusing {m[1][:8]} from an earlier try"),
     (
         re.compile(r"Deferring: waiting for (\d+) generation"),
@@ -174,7 +183,7 @@ _PATTERNS = [
         re.compile(r"Wrote manifest.json and index.html in \S+: (\{[^}]*\})"),
         lambda m: f"report    manifest.json + index.html written: {m[1]}",
     ),
-    (re.compile(r"RuntimeError: (.*did not complete.*)"), lambda m: f"check     {m[1]}"),
+    (re.compile(r"RuntimeError: (.*(did not complete|have no video).*)"), lambda m: f"check     {m[1]}"),
 ]
 _STARTING = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
 
@@ -294,6 +303,9 @@ def summarize(code: int, folder: Path) -> int:
     for entry in manifest["generations"]:
         if entry["state"] != "completed":
             say(f"  not completed: {entry['prompt'][:50]!r}: {entry.get('failure_reason') or entry['state']}")
+    from luma_provider.gallery import usage_line
+
+    say(f"usage: {usage_line(manifest)}")
     say(f"gallery:  {rel(folder / 'index.html')}   (open file://{folder / 'index.html'})")
     say(f"manifest: {rel(manifest_path)}")
     say(f"full Airflow output: {rel(LOG_FILE)}")

@@ -42,6 +42,9 @@ def test_demo_with_the_sandbox(demo_dirs: dict[str, str]) -> None:
     assert out.count("] submitted ") == 4
     assert "sensor deferred to the triggerer" in out
     assert "done: 4 prompts -> 4 completed" in out
+    # The usage line: what was made and what it cost (the gateway sandbox has no balance).
+    usage = next(line for line in out.splitlines() if "] usage: " in line)
+    assert "usage: 4 videos, " in usage and usage.endswith("credits spent: n/a (gateway API)")
     assert "sandbox stopped" in out
     # Every line is a short progress line, not Airflow's log.
     assert all(line.startswith("[demo ") for line in out.splitlines()), out
