@@ -48,6 +48,8 @@ GENERATE_LABEL_TEMPLATE = (
 XCOM_BATCH_SUBMITTED = "batch_submitted"
 #: XCom key of a batch's result when the task fails (on success it is the return value).
 XCOM_BATCH_RESULT = batch.XCOM_RESULT
+#: XCom key of the downloads that landed when others of the same task failed.
+XCOM_DOWNLOADED = "downloaded"
 #: Upper bound of ``max_concurrent_submits``/``max_concurrent_downloads`` (the hook's pool holds 16).
 MAX_CONCURRENT_SUBMITS = 16
 
@@ -901,6 +903,9 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
             index, first = errors[0]
             if len(items) == 1:
                 raise first
+            # What did land stays visible (the report lists it) although the task fails.
+            done = [r for r in results if not isinstance(r, Exception)]
+            context["ti"].xcom_push(key=XCOM_DOWNLOADED, value=done)
             raise LumaDownloadError(
                 f"{len(errors)} of {len(items)} downloads failed; first (item {index}): "
                 f"{type(first).__name__}: {first}"

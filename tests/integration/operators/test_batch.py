@@ -199,4 +199,9 @@ def test_downloads_run_a_few_at_a_time_and_one_failure_spares_the_others(
     assert "1 of 8 downloads failed" in result.log
     assert len(list(tmp_path.glob("*.mp4"))) == 7  # every other video landed
     assert not list(tmp_path.glob(".*.part"))  # and nothing half-written is left
+    # ...and is named in XCom although the task failed, so a report can still list it.
+    landed = result.xcom("download", "downloaded")
+    assert sorted(Path(uri.removeprefix("file://")).name for uri in landed) == sorted(
+        p.name for p in tmp_path.glob("*.mp4")
+    )
     assert gateway.stats()["peak_in_flight"]["media"] == 3
