@@ -40,6 +40,14 @@ BATCH_ASSET = Asset("luma://batches/incoming")
 
 # Asset-triggered runs have no logical date: name the batch folder after the run's time.
 BATCH_DIR = "{{ params.output_root }}/batches/{{ dag_run.run_after | ts_nodash }}"
+# The prompts file the run read (load_prompts's rule: an event's extra overrides the param),
+# the input dataset of each submit's OpenLineage events.
+PROMPTS_FILE_READ = (
+    "{% set ns = namespace(path=params.prompts_file) %}"
+    "{% for events in triggering_asset_events.values() %}{% for event in events %}"
+    "{% set ns.path = (event.extra or {}).get('prompts_file', ns.path) %}"
+    "{% endfor %}{% endfor %}{{ ns.path }}"
+)
 
 with DAG(
     dag_id="luma_asset_pipeline",
@@ -92,7 +100,7 @@ with DAG(
         """Fail the run (after the report and the asset event) if any prompt produced no video."""
         raise_if_any_failed(summary)
 
-    groups = video_group(f"{BATCH_DIR}/").expand_kwargs(load_prompts())
+    groups = video_group(f"{BATCH_DIR}/", prompt_source=PROMPTS_FILE_READ).expand_kwargs(load_prompts())
     summary = report()
     groups >> summary
     check(summary)

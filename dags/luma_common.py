@@ -33,7 +33,12 @@ CHUNK_CONCURRENCY = int(os.environ.get("LUMA_CHUNK_CONCURRENCY", "4"))
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 
-def video_group(destination: str, group_id: str = "generate", idempotency_key: str | None = None):
+def video_group(
+    destination: str,
+    group_id: str = "generate",
+    idempotency_key: str | None = None,
+    prompt_source: str | None = None,
+):
     """A task group for one prompt: submit -> wait (deferred) -> download video + thumbnail.
 
     Map it over prompt rows (``luma_provider.prompts.load_prompt_file`` output)::
@@ -44,6 +49,8 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     :param group_id: the group's id; ``write_run_report`` needs it.
     :param idempotency_key: reuse scope for already-paid videos (see ``LumaGenerateOperator``);
         e.g. ``RUN_DATE``: re-running or clearing a day's batch reuses that day's videos.
+    :param prompt_source: URI of the prompts file (templated, e.g. ``"{{ params.prompts_file }}"``):
+        the input dataset of each submit's OpenLineage events.
     """
 
     @task_group(group_id=group_id)
@@ -76,6 +83,7 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
             callback_url=callback_url,
             pool=POOL,
             idempotency_key=idempotency_key,
+            prompt_source=prompt_source,
             retries=2,
             retry_delay=timedelta(seconds=30),
         )
@@ -102,7 +110,12 @@ def video_group(destination: str, group_id: str = "generate", idempotency_key: s
     return generate
 
 
-def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str | None = None):
+def chunk_group(
+    destination: str,
+    group_id: str = "chunks",
+    idempotency_key: str | None = None,
+    prompt_source: str | None = None,
+):
     """A task group for a chunk of prompts: submit all -> wait for all (deferred) -> download all.
 
     Map it over ``chunk_prompts`` output; 10,000 prompts in chunks of 100 are 300 task
@@ -114,6 +127,7 @@ def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str
     :param destination: folder URI (templated, ends with ``/``) the files are downloaded to.
     :param group_id: the group's id; ``write_chunk_report`` needs it.
     :param idempotency_key: reuse scope for already-paid videos across runs (e.g. ``RUN_DATE``).
+    :param prompt_source: URI of the prompts file (templated): the OpenLineage input of ``submit``.
     """
 
     @task_group(group_id=group_id)
@@ -126,6 +140,7 @@ def chunk_group(destination: str, group_id: str = "chunks", idempotency_key: str
             max_failed_fraction=1.0,
             pool=POOL,
             idempotency_key=idempotency_key,
+            prompt_source=prompt_source,
             retries=2,
             retry_delay=timedelta(seconds=30),
         )

@@ -83,9 +83,11 @@ with DAG(
         raise_if_any_failed(summary)
 
     # One submit -> wait -> download group per chunk of prompts (see luma_common.chunk_group).
-    chunks = chunk_group(f"{{{{ params.output_root }}}}/{RUN_DATE}/", idempotency_key=RUN_DATE).expand_kwargs(
-        load_prompts()
-    )
+    chunks = chunk_group(
+        f"{{{{ params.output_root }}}}/{RUN_DATE}/",
+        idempotency_key=RUN_DATE,
+        prompt_source="{{ params.prompts_file }}",  # the OpenLineage input of each submit
+    ).expand_kwargs(load_prompts())
     summary = report()
     chunks >> summary
     check(summary)

@@ -561,11 +561,13 @@ class LumaGenerateOperator(_LumaSubmitOperator):
         """
         from luma_provider import openlineage as ol
 
-        single = ("return_value", XCOM_GENERATION)
-        keys = single if self.prompts is None else ("return_value", XCOM_BATCH_RESULT, XCOM_BATCH_SUBMITTED)
+        if self.prompts is None:  # the id is on the operator unless the task resumed from a deferral
+            result = self._submitted_id or ol.own_xcom(task_instance, XCOM_GENERATION)
+        else:
+            result = ol.own_xcom(task_instance, "return_value", XCOM_BATCH_RESULT, XCOM_BATCH_SUBMITTED)
         inputs, outputs = ol.generate_datasets(
             base_url=self.hook.settings.base_url,
-            result=ol.own_xcom(task_instance, *keys) or self._submitted_id,
+            result=result,
             prompt_source=self.prompt_source,
             inlets=self.inlets,
             keyframes=ol.keyframe_urls(self.image_url, self.image_end_url, self.prompts),
