@@ -115,6 +115,9 @@ def chunk_group(
     group_id: str = "chunks",
     idempotency_key: str | None = None,
     prompt_source: str | None = None,
+    storage_conn_id: str | None = None,
+    ledger_path: str | None = None,
+    ledger_conn_id: str | None = None,
 ):
     """A task group for a chunk of prompts: submit all -> wait for all (deferred) -> download all.
 
@@ -128,6 +131,11 @@ def chunk_group(
     :param group_id: the group's id; ``write_chunk_report`` needs it.
     :param idempotency_key: reuse scope for already-paid videos across runs (e.g. ``RUN_DATE``).
     :param prompt_source: URI of the prompts file (templated): the OpenLineage input of ``submit``.
+    :param storage_conn_id: Airflow connection of the destination's object store (e.g. an ``aws``
+        connection for ``s3://``), if it needs one.
+    :param ledger_path: where ``idempotency_key`` records live (default ``$AIRFLOW_HOME/luma_ledger``;
+        with workers on several machines use object storage they all see, e.g. ``s3://…/ledger``).
+    :param ledger_conn_id: Airflow connection of the ledger's object store, if it needs one.
     """
 
     @task_group(group_id=group_id)
@@ -140,6 +148,8 @@ def chunk_group(
             max_failed_fraction=1.0,
             pool=POOL,
             idempotency_key=idempotency_key,
+            ledger_path=ledger_path,
+            ledger_conn_id=ledger_conn_id,
             prompt_source=prompt_source,
             retries=2,
             retry_delay=timedelta(seconds=30),
@@ -160,6 +170,7 @@ def chunk_group(
             include_thumbnail=True,
             max_concurrent_downloads=CHUNK_CONCURRENCY,
             destination=destination,
+            storage_conn_id=storage_conn_id,
             map_label=label,
             pool=POOL,
             retries=2,
@@ -167,6 +178,43 @@ def chunk_group(
         )
 
     return chunk
+
+
+def plan_run(
+    rows: list[dict[str, Any]], chunk_size: int, max_generations: int | None = None, *, ti: Any = None
+) -> list[dict[str, Any]]:
+    """The run's chunks within its budget (``chunk_prompts`` of the first ``max_generations`` rows).
+
+    The rows beyond the budget are not submitted: they go to this task's XCom ``skipped`` for the
+    report (``skipped: budget``), and the log says so. On the official API the credit balance
+    before the run goes to XCom ``credits_before``, so the report can say what the run spent.
+    """
+    import logging
+
+    log = logging.getLogger("airflow.task")
+    budget = len(rows) if max_generations is None else max(0, int(max_generations))
+    run, skipped = rows[:budget], rows[budget:]
+    if skipped:
+        log.warning(
+            "Budget: this run submits %d of %d prompts (max_generations=%d); %d are skipped",
+            len(run),
+            len(rows),
+            budget,
+            len(skipped),
+        )
+    if ti is not None:
+        reason = f"budget: max_generations={budget}"
+        ti.xcom_push(key="skipped", value=[{**row, "skip_reason": reason} for row in skipped])
+        ti.xcom_push(key="credits_before", value=credit_balance())
+    return chunk_prompts(run, chunk_size) if run else []
+
+
+def credit_balance(luma_conn_id: str = "luma_default") -> float | None:
+    """The official API's credit balance (USD cents); None on a gateway, which has none."""
+    from luma_provider.hooks.luma import LumaHook
+
+    hook = LumaHook(luma_conn_id)
+    return hook.get_credits() if hook.settings.official else None
 
 
 def chunk_prompts(rows: list[dict[str, Any]], chunk_size: int) -> list[dict[str, Any]]:
@@ -190,7 +238,8 @@ def raise_if_any_failed(summary: dict[str, Any]) -> None:
     """
     from airflow.sdk import ObjectStoragePath
 
-    failed = [g for g in summary["generations"] if g["state"] != "completed"]
+    # Skipped by the run's budget is by design, not a failure (the manifest lists them).
+    failed = [g for g in summary["generations"] if g["state"] not in ("completed", "skipped")]
 
     def on_storage(uri: str | None) -> bool:
         return bool(uri) and ObjectStoragePath(uri).exists()
@@ -270,7 +319,11 @@ def write_chunk_report(
             entries = _as_list(
                 ti.xcom_pull(task_ids=f"{group_id}.submit", key="batch_submitted", map_indexes=index)
             )
-        downloads = _as_list(ti.xcom_pull(task_ids=f"{group_id}.download", map_indexes=index))
+        downloads = _as_list(
+            ti.xcom_pull(task_ids=f"{group_id}.download", map_indexes=index)
+            # a download task that failed for some videos still names the ones that landed
+            or ti.xcom_pull(task_ids=f"{group_id}.download", key="downloaded", map_indexes=index)
+        )
         by_id = {d["generation_id"]: d for d in downloads if isinstance(d, dict) and d.get("generation_id")}
         for position, prompt in enumerate(chunk["prompts"]):
             entry = entries[position] if position < len(entries) else {}
@@ -283,12 +336,35 @@ def write_chunk_report(
                     "chunk": chunk.get("label"),
                     "generation_id": gen_id,
                     "failure_reason": entry.get("failure_reason") or entry.get("error"),
+                    "skip_reason": entry.get("skip_reason") or entry.get("skipped"),
+                    "seconds": entry.get("seconds"),
+                    **{k: prompt.get(k) for k in ("model", "resolution", "duration")},
                     "download": by_id.get(gen_id) if gen_id else None,
+                }
+            )
+    # Prompts over the run's budget were never chunked: listed as skipped, after the others.
+    for prompt in _as_list(ti.xcom_pull(task_ids="load_prompts", key="skipped")):
+        if isinstance(prompt, dict):
+            rows.append(
+                {
+                    "prompt": prompt.get("prompt"),
+                    "aspect_ratio": prompt.get("aspect_ratio"),
+                    "chunk": None,
+                    "generation_id": None,
+                    "skip_reason": prompt.get("skip_reason") or "budget",
+                    "download": None,
                 }
             )
     from luma_provider.report import write_report
 
-    return write_report(run_id=run_id, output_dir=output_dir, rows=rows, title=title)
+    credits_before = ti.xcom_pull(task_ids="load_prompts", key="credits_before")
+    return write_report(
+        run_id=run_id,
+        output_dir=output_dir,
+        rows=rows,
+        title=title,
+        credits_before=credits_before if isinstance(credits_before, (int, float)) else None,
+    )
 
 
 def _as_list(value: Any) -> list[Any]:

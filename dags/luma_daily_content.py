@@ -17,6 +17,10 @@ What it shows:
   included with their reason; ``check`` then fails the run if any prompt has no video *file*
   (states alone are not enough: a lost download must not pass), so one bad prompt neither sinks
   the batch nor goes unnoticed;
+* a per-run budget: ``max_generations`` (param) submits at most that many prompts; the rest
+  are listed in the manifest as ``skipped`` (budget), and the log of ``load_prompts`` says so.
+  On the official API each submit also honours the connection's credit floor (``min_credits``),
+  and the manifest records the credit balance before and after the run;
 * retries (``retries=2``) never pay twice: a retried ``submit`` reuses every prompt already
   accepted and submits only the rest; a retried ``wait`` re-attaches to the same ids;
 * concurrency against the gateway: ``LUMA_CHUNK_CONCURRENCY`` submits/downloads per chunk
@@ -53,18 +57,25 @@ with DAG(
         "chunk_size": Param(
             100, type="integer", minimum=1, maximum=1000, description="Prompts per submit/wait/download task"
         ),
+        "max_generations": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Budget: submit at most this many prompts this run (the rest are listed as skipped)",
+        ),
     },
     doc_md=__doc__,
 ) as dag:
 
     @task
-    def load_prompts(params: dict) -> list[dict]:
-        """Read the prompt file (YAML list or CSV with a header) and cut it into chunks."""
-        from luma_common import chunk_prompts
+    def load_prompts(params: dict, ti=None) -> list[dict]:
+        """Read the prompt file (YAML list or CSV with a header); chunks within the run's budget."""
+        from luma_common import plan_run
 
         from luma_provider.prompts import load_prompt_file
 
-        return chunk_prompts(load_prompt_file(params["prompts_file"]), int(params["chunk_size"]))
+        rows = load_prompt_file(params["prompts_file"])
+        return plan_run(rows, int(params["chunk_size"]), params.get("max_generations"), ti=ti)
 
     @task(trigger_rule="all_done", templates_dict={"run_date": RUN_DATE})
     def report(params: dict, run_id: str, templates_dict: dict, ti=None) -> dict:
