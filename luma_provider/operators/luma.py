@@ -246,6 +246,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
             key=f"{self.idempotency_key}:{scope or digest}" if self.idempotency_key else None,
             owner=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}",
             logger=self.log,
+            first_try=ti.try_number == 1,
         )
 
     def _submit_once(self, context: Context, request: SubmitRequest) -> LumaGeneration:
