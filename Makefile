@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency lists change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast lint format demo sandbox bench clean mutation
+.PHONY: test test-fast test-floor lint format demo sandbox bench clean mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) with $(PYTHON) and installing the provider (pinned by constraints.txt)"
@@ -17,6 +17,25 @@ $(STAMP): pyproject.toml constraints.txt
 ## test: the whole suite (unit, integration, example DAGs under `airflow dags test`, real scheduler e2e)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## test-floor: the oldest supported Airflow (3.1.8, with the providers and libraries of its release
+## date, pinned by constraints-floor.txt) in its own .venv-floor: unit + integration tests, every
+## example DAG parsed, and one run under `airflow dags test`
+FLOOR_VENV  := .venv-floor
+FLOOR_BIN   := $(FLOOR_VENV)/bin
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell cat pyproject.toml constraints-floor.txt | cksum | cut -d' ' -f1)
+
+$(FLOOR_STAMP): pyproject.toml constraints-floor.txt
+	@echo ">> creating $(FLOOR_VENV) with $(PYTHON) (Airflow floor, pinned by constraints-floor.txt)"
+	@test -x $(FLOOR_BIN)/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	@$(FLOOR_BIN)/python -m pip install -q --disable-pip-version-check uv
+	@$(FLOOR_BIN)/uv pip install -q --python $(FLOOR_BIN)/python -c constraints-floor.txt -e ".[test]"
+	@rm -f $(FLOOR_VENV)/.installed-*; touch $@
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	$(FLOOR_BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_example_dags.py \
+	  -k "clean or imports_fast or parses_alone"
 
 ## lint: ruff (rules and format) and mypy --strict on the package; CI runs it before the tests
 lint: $(STAMP)
@@ -46,7 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info airflow_home output
+	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info airflow_home output
 
 ## mutation: mutation testing (mutmut 3.8) of luma_provider/api.py and models.py against the fast
 ## unit tests; installs mutmut on demand, works in build/mutation, prints the score. Not run by CI.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
 import json
 import logging
 from datetime import timedelta
@@ -55,6 +56,7 @@ BATCH_DIR = "{{ params.output_root }}/reviewed/{{ dag_run.run_after | ts_nodash 
 PUBLISH_NONE = "Publish none of them"
 #: How long a run waits for its reviewer.
 REVIEW_TIMEOUT = timedelta(days=3)
+_HAS_RESPONSE_TIMEOUT = "response_timeout" in inspect.signature(HITLOperator.__init__).parameters
 
 
 class ReviewOperator(HITLOperator):
@@ -238,7 +240,7 @@ with DAG(
     @task(multiple_outputs=True, templates_dict={"run_date": RUN_DATE})
     def review_request(manifest: dict, params: dict, templates_dict: dict) -> dict:
         """The review's options (one per video on storage), subject and body, from the manifest."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSkipException  # also on Airflow 3.1
 
         request = build_review_request(
             manifest, params["output_root"], params["gallery_base_url"], templates_dict["run_date"]
@@ -267,6 +269,7 @@ with DAG(
         multiple=True,
         defaults=[PUBLISH_NONE],
         params={"note": Param("", type="string", description="Optional note, kept in the manifest")},
-        response_timeout=REVIEW_TIMEOUT,
+        # providers-standard of Airflow 3.1's era has no response_timeout: the wait is execution_timeout
+        **{"response_timeout" if _HAS_RESPONSE_TIMEOUT else "execution_timeout": REVIEW_TIMEOUT},
     )
     publish(review.output, request)

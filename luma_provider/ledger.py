@@ -111,15 +111,14 @@ class GenerationLedger:
 
     def record(self, key: str, generation_id: str) -> None:
         """Remember ``generation_id`` for ``key`` (overwrites an earlier, e.g. failed, one)."""
+        self._write(key, {"generation_id": generation_id})
+
+    def _write(self, key: str, fields: Mapping[str, Any]) -> None:
         folder = self._folder()
         folder.mkdir(parents=True, exist_ok=True)
         entry = self._entry(key)
         tmp = folder / f".{entry.name}.{uuid.uuid4().hex[:8]}.tmp"
-        payload = {
-            "key": key,
-            "generation_id": generation_id,
-            "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
-        }
+        payload = {"key": key, **fields, "recorded_at": dt.datetime.now(dt.UTC).isoformat()}
         tmp.write_text(json.dumps(payload), encoding="utf-8")
         tmp.rename(entry)
 
@@ -178,6 +177,34 @@ class GenerationLedger:
             self._claim_path(key).unlink(missing_ok=True)
         except OSError as err:  # a leftover claim only expires; never fail the task for it
             log.warning("Could not remove the ledger claim for key %r: %s", key[:80], err)
+
+
+class TaskInstanceStore:
+    """The task state store's stand-in before Airflow 3.3: ``get``/``set`` kept in the ledger.
+
+    Airflow 3.3 gives every task instance a ``task_state_store`` that survives its retries, and
+    the operators write each accepted generation id there first. Older Airflow has none, so the
+    same keys go to small JSON files under ``<ledger>/task-instances/``, keyed by the task
+    instance (dag, run, task, map index): a retry still finds what an earlier try paid for, as
+    long as it can see the same ledger folder (on several machines, a shared ``ledger_path``).
+
+    :param ledger: the operator's ledger; its folder (and connection) is used.
+    :param task_instance: ``dag_id/run_id/task_id/map_index``.
+    """
+
+    FOLDER = "task-instances"
+
+    def __init__(self, ledger: GenerationLedger, task_instance: str) -> None:
+        self.ledger = GenerationLedger(f"{ledger.root.rstrip('/')}/{self.FOLDER}", conn_id=ledger.conn_id)
+        self.task_instance = task_instance
+
+    def get(self, key: str) -> Any:
+        full = f"{self.task_instance}:{key}"
+        data = _read_json(self.ledger._entry(full))
+        return None if data is None or data.get("key") != full else data.get("value")
+
+    def set(self, key: str, value: Any) -> None:
+        self.ledger._write(f"{self.task_instance}:{key}", {"value": value})
 
 
 def _mtime(path: Any) -> float:

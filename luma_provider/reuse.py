@@ -3,6 +3,8 @@
 ``LumaGenerateOperator`` delegates all of its bookkeeping here, so the rules live in one place:
 
 1. the task state store (an earlier try of *this* task instance) is consulted first and wins;
+   before Airflow 3.3, which has none, a stand-in keyed by the task instance in the ledger
+   (``retry_store``, logged as a warning);
 2. then, with an idempotency key, the ledger (any earlier run);
 3. a recorded generation that failed, or that the gateway no longer knows, is not reused;
 4. with a key, the ledger entry is claimed before submitting, so two runs using the same key
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from luma_provider.exceptions import LumaAmbiguousSubmitError, LumaError, LumaNotFoundError
-from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger
+from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, TaskInstanceStore
 from luma_provider.models import LumaGeneration, LumaState, is_generation_id
 
 if TYPE_CHECKING:
@@ -31,6 +33,40 @@ log = logging.getLogger(__name__)
 STATE_GENERATION_ID = "luma_generation_id"
 #: task_state_store key noting that a submit's outcome was unknown (for the next try's log).
 STATE_AMBIGUOUS = "luma_ambiguous_submit"
+
+
+def retry_store(
+    context: Any, ledger: GenerationLedger, task_instance: str, *, keyed: bool, logger: Any = None
+) -> Any:
+    """``context["task_state_store"]`` (Airflow 3.3+), else its stand-in in the ledger; says which.
+
+    Before Airflow 3.3, with an idempotency key (``keyed``) the ledger entries under the key
+    already bring a retry back to what it paid for, so no stand-in is needed; without one,
+    ``TaskInstanceStore`` keeps the ids in the ledger folder, keyed by the task instance.
+
+    :param task_instance: ``dag_id/run_id/task_id/map_index``, the stand-in's key.
+    """
+    logger = logger or log
+    store = context.get("task_state_store")
+    if store is not None:
+        logger.info("Never pay twice on a retry: accepted ids go to the task state store")
+        return store
+    if keyed:
+        logger.warning(
+            "This Airflow has no task state store (it needs Airflow 3.3): never pay twice on a retry "
+            "relies on the ledger entries under idempotency_key, in %s",
+            ledger.root,
+        )
+        return None
+    fallback = TaskInstanceStore(ledger, task_instance)
+    fallback.ledger.prepare()  # on this thread, before a batch's threads share it
+    logger.warning(
+        "This Airflow has no task state store (it needs Airflow 3.3): never pay twice on a retry "
+        "falls back to the ledger, %s, keyed by this task instance. Retries on other machines "
+        "reuse only if ledger_path is storage they all see.",
+        fallback.ledger.root,
+    )
+    return fallback
 
 
 class ScopedStore:

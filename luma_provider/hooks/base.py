@@ -41,6 +41,12 @@ class LumaHookMixin:
         """
         from luma_provider.triggers.luma import DEFER_TIMEOUT_GRACE, LumaTrigger
 
+        if self.cancel_on_kill and not _triggerer_calls_on_kill() and self.hook.settings.official:
+            getattr(self, "log").warning(  # noqa: B009 - BaseOperator.log, as defer below
+                "cancel_on_kill: this Airflow's triggerer never calls a trigger's on_kill (it needs "
+                "Airflow 3.3), so marking this deferred task failed/success or clearing it does not "
+                "cancel its generations; they finish and are paid for"
+            )
         defer: Any = getattr(self, "defer")  # noqa: B009 - BaseOperator.defer, mixed in after this class
         defer(
             trigger=LumaTrigger(
@@ -61,3 +67,10 @@ class LumaHookMixin:
         from luma_provider.hooks.luma import LumaHook  # lazy: DAG parsing never pays for HTTP libraries
 
         return LumaHook(self.luma_conn_id)
+
+
+def _triggerer_calls_on_kill() -> bool:
+    """Airflow 3.3's triggerer calls ``BaseTrigger.on_kill`` when a user ends a deferred task."""
+    from airflow.triggers.base import BaseTrigger
+
+    return hasattr(BaseTrigger, "on_kill")

@@ -1,7 +1,7 @@
 """LumaHook: every HTTP call the provider makes to a Luma API gateway.
 
-The hook holds two transports — requests (through providers-http's ``HttpHook`` session) for
-workers and aiohttp for the triggerer — and nothing else protocol-specific: request building,
+The hook holds two transports — requests (one keep-alive ``requests.Session``) for workers and
+aiohttp for the triggerer — and nothing else protocol-specific: request building,
 response parsing, error mapping and the retry policy come from ``luma_provider.api``, and each
 operation is a flow from there, run by ``api.drive`` (sync) or ``api.adrive`` (async).
 """
@@ -133,15 +133,7 @@ class LumaHook(BaseHook):
     async def aget_settings(self) -> api.ConnectionSettings:
         """Connection settings without blocking the event loop (safe in a trigger)."""
         if self._settings is None:
-            from airflow.providers.common.compat.connection import get_async_connection
-
-            conn = await get_async_connection(self.luma_conn_id, hook=self)
-            try:
-                from airflow.providers.common.compat.connection import get_async_extra_dejson
-
-                extra = await get_async_extra_dejson(conn)
-            except ImportError:  # older common-compat
-                extra = conn.extra_dejson
+            conn, extra = await _aget_connection(self, self.luma_conn_id)
             self._settings = self._settings_from(conn, extra)
             _mask(self._settings.api_key)
         return self._settings
@@ -903,6 +895,31 @@ class LumaHook(BaseHook):
 
     # ------------------------------------------------------------------ UI fallback (Airflow < 3.2)
     @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Fallback for Airflow < 3.2: the extra fields as form widgets (newer ones read ``conn-fields``).
+
+        Airflow 3.1's UI calls this with stand-ins for wtforms, which it does not need installed.
+        """
+        import importlib
+
+        from luma_provider.connection_fields import CONNECTION_FIELDS
+
+        wtforms = importlib.import_module("wtforms")
+        validators = importlib.import_module("wtforms.validators")
+        widgets: dict[str, Any] = {}
+        for field in CONNECTION_FIELDS:
+            text = {"label": field.label, "description": field.description}
+            if field.kind == "boolean":
+                widgets[field.name] = wtforms.BooleanField(default=field.default, **text)
+                continue
+            checks = [validators.Optional()]
+            if field.choices:
+                checks.append(validators.any_of([*field.choices, None]))
+            kind = wtforms.IntegerField if field.kind == "integer" else wtforms.StringField
+            widgets[field.name] = kind(validators=checks, **text)
+        return widgets
+
+    @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Fallback for Airflow < 3.2; newer versions read ``ui-field-behaviour`` from provider info."""
         from luma_provider import get_provider_info
@@ -917,6 +934,34 @@ class LumaHook(BaseHook):
 
 def _unique_ids(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(api.validate_generation_id(i, "ids") for i in ids))
+
+
+async def _aget_connection(hook: LumaHook, conn_id: str) -> tuple[Any, Mapping[str, Any]]:
+    """The connection and its extra, from a coroutine, on every supported Airflow.
+
+    A recent common-compat knows how on each Airflow (``get_async_connection(hook=)``,
+    ``get_async_extra_dejson``). Where the floor's older one lacks them, the synchronous lookups
+    run in a worker thread, as the newer compat itself does before Airflow 3.3.2 (whose
+    ``BaseHook.aget_connection`` masks secrets with a blocking call to the supervisor).
+    """
+    import inspect
+
+    from asgiref.sync import sync_to_async
+
+    compat: Any
+    try:
+        from airflow.providers.common.compat import connection as compat
+    except ImportError:  # common-compat < 1.9
+        compat = None
+    get_async_connection = getattr(compat, "get_async_connection", None)
+    if get_async_connection is not None and "hook" in inspect.signature(get_async_connection).parameters:
+        conn = await get_async_connection(conn_id, hook=hook)
+    else:  # common-compat < 1.17
+        conn = await sync_to_async(hook.get_connection)(conn_id)
+    get_async_extra_dejson = getattr(compat, "get_async_extra_dejson", None)
+    if get_async_extra_dejson is not None:
+        return conn, await get_async_extra_dejson(conn)
+    return conn, await sync_to_async(lambda: conn.extra_dejson)()
 
 
 def _mask(secret: str | None) -> None:

@@ -24,7 +24,7 @@ from luma_provider.hooks.base import LABEL_TEMPLATE, LumaHookMixin
 from luma_provider.ledger import DEFAULT_CLAIM_WAIT, GenerationLedger, key_for_request
 from luma_provider.links.luma import LumaVideoDownloadLink, LumaVideoLink, push_video_link
 from luma_provider.models import LumaGeneration, LumaState
-from luma_provider.reuse import GenerationReuse, ScopedStore
+from luma_provider.reuse import GenerationReuse, ScopedStore, retry_store
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -128,6 +128,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         self.min_credits = None if min_credits is None else api.validate_credits(min_credits, "min_credits")
         self.cancel_on_kill = cancel_on_kill
         self._submitted_id: str | None = None
+        self._retry_store: tuple[tuple[str, int], Any] | None = None
         self.idempotency_key = idempotency_key
         self.ledger_path = ledger_path
         self.ledger_conn_id = ledger_conn_id
@@ -232,7 +233,7 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
         :param lock: held around every task state store call (a batch's threads share it).
         """
         ti = context["ti"]
-        store = context.get("task_state_store")
+        store = self._task_state_store(context)
         digest = key_for_request(request.body, request.source_id)
         return GenerationReuse(
             self.hook,
@@ -248,6 +249,20 @@ class _LumaSubmitOperator(LumaHookMixin, BaseOperator):
             logger=self.log,
             first_try=ti.try_number == 1,
         )
+
+    def _task_state_store(self, context: Context) -> Any:
+        """Where a retry finds what earlier tries paid for; the choice is logged once per try.
+
+        Airflow 3.3+: the task state store. Before: ``TaskInstanceStore`` in the ledger (none with
+        an idempotency key: the ledger entries under the key already bring a retry back).
+        """
+        ti = context["ti"]
+        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
+        if self._retry_store is None or self._retry_store[0] != (owner, ti.try_number):
+            keyed = bool(self.idempotency_key)
+            found = retry_store(context, self.ledger, owner, keyed=keyed, logger=self.log)
+            self._retry_store = ((owner, ti.try_number), found)
+        return self._retry_store[1]
 
     def _submit_once(self, context: Context, request: SubmitRequest) -> LumaGeneration:
         reuse = self._reuse(context, request)

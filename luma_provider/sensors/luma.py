@@ -176,7 +176,8 @@ class LumaTaskSensor(LumaHookMixin, BaseSensorOperator):
                 return self._batch_result(prompts, context, finished_at_from_event(event))
             generations = generations_from_event(self.hook, self.generation_ids, event)
         except LumaTimeoutError as err:
-            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+            # common-compat: airflow.sdk.exceptions on 3.2+, airflow.exceptions before (the floor, 3.1)
+            from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
 
             if self.soft_fail:
                 raise AirflowSkipException(f"{err} (soft_fail)") from err

@@ -297,7 +297,7 @@ def _run_scenario(
     assert (folder / "index.html").is_file()
 
     store_rows = _task_state_store(db, run_id)
-    log(f"task_state_store rows for chunks.submit: {len(store_rows)}")
+    log(f"task_state_store rows for chunks.submit: {'no table' if store_rows is None else len(store_rows)}")
     if store_rows is not None:
         assert sorted(store_rows) == sorted(e["generation_id"] for e in entries), store_rows
 

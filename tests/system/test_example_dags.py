@@ -111,7 +111,10 @@ def load_dagbag(folder: Path) -> Any:
     (examples are a bundle of their own there), so pass it only where it exists."""
     import inspect
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag
 
     kwargs = {"include_examples": False} if "include_examples" in inspect.signature(DagBag).parameters else {}
     return DagBag(dag_folder=str(folder), **kwargs)

@@ -16,6 +16,7 @@ import pytest
 
 import luma_provider
 from luma_provider import get_provider_info
+from luma_provider.connection_fields import CONNECTION_FIELDS
 
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 LAYER_MODULES = {  # provider-info key -> module the layer is written in
@@ -145,9 +146,32 @@ print(json.dumps({
 """
 
 
+# What the UI's connection form is built from, on every Airflow 3 (3.1: from the hook's fallback
+# methods, with wtforms stood in for; 3.2+: from the provider info's conn-fields).
+_HOOK_META_SCRIPT = """
+import json
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+meta = {m.connection_type: m for m in HookMetaService.hook_meta_data()}["luma"]
+print(json.dumps({"standard": meta.standard_fields.model_dump(), "extra": meta.extra_fields}, default=str))
+"""
+
+
+def _declarative_connection_form() -> bool:
+    from airflow.providers_manager import ProvidersManager
+
+    return hasattr(ProvidersManager, "_load_ui_metadata")  # Airflow 3.2+
+
+
+needs_declarative_form = pytest.mark.skipif(
+    not _declarative_connection_form(),
+    reason="conn-fields/ui-field-behaviour in provider info need Airflow 3.2; "
+    "test_connection_form_in_the_ui covers the fallback",
+)
+
+
 @pytest.fixture(scope="module")
 def airflow_runs(tmp_path_factory):
-    """Run the three Airflow subprocesses concurrently (each costs a few seconds of start-up)."""
+    """Run the four Airflow subprocesses concurrently (each costs a few seconds of start-up)."""
     if not AIRFLOW_BIN.exists():
         pytest.fail(f"no airflow executable next to {sys.executable}")
     env = _clean_env(tmp_path_factory.mktemp("airflow_home"))
@@ -155,6 +179,7 @@ def airflow_runs(tmp_path_factory):
         "list": [str(AIRFLOW_BIN), "providers", "list", "-o", "json"],
         "hooks": [str(AIRFLOW_BIN), "providers", "hooks", "-o", "json"],
         "pm": [sys.executable, "-c", _PM_SCRIPT],
+        "meta": [sys.executable, "-c", _HOOK_META_SCRIPT],
     }
     procs = {
         name: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -189,6 +214,7 @@ class TestAirflowDiscovery:
         assert rows["luma"]["hook_name"] == "Luma"
         assert rows["luma"]["conn_id_attribute_name"] == "luma_conn_id"
 
+    @needs_declarative_form
     def test_field_behaviours(self, airflow_runs):
         data = _last_json_line(airflow_runs["pm"])
         assert "airflow-provider-luma" in data["providers"]
@@ -197,6 +223,18 @@ class TestAirflowDiscovery:
         assert set(behaviour["hidden_fields"]) == {"schema", "port", "login", "extra"}
         assert behaviour["placeholders"]["password"] == "sk-..."
 
+    def test_connection_form_in_the_ui(self, airflow_runs):
+        meta = _last_json_line(airflow_runs["meta"])
+        standard, extra = meta["standard"], meta["extra"]
+        assert (standard["host"]["title"], standard["password"]["title"]) == ("Base URL", "API key")
+        assert standard["login"]["hidden"] and standard["port"]["hidden"]
+        assert set(extra) == {f.name for f in CONNECTION_FIELDS}
+        assert extra["timeout"]["schema"]["title"] == "Request timeout (s)"
+        assert extra["max_retries"]["schema"]["type"] == ["integer", "null"]
+        assert (extra["verify_ssl"]["value"], extra["allow_private_downloads"]["value"]) == (True, False)
+        assert {"gateway", "official"} <= set(extra["api_flavour"]["schema"]["enum"])
+
+    @needs_declarative_form
     def test_connection_form_widgets(self, airflow_runs):
         widgets = _last_json_line(airflow_runs["pm"])["widgets"]
         assert set(widgets) == {

@@ -17,6 +17,16 @@ from flavours import is_official, status_route
 DEFERRED = "[DAG TEST] running trigger in line"
 
 
+def _partial_keeps_the_default_label() -> bool:
+    from airflow.sdk import DAG
+
+    from luma_provider.operators.luma import LumaGenerateOperator
+
+    with DAG("probe_partial_defaults"):
+        mapped = LumaGenerateOperator.partial(task_id="probe").expand(prompt=["a"])
+    return mapped.map_index_template is not None
+
+
 class TestGenerate:
     def test_submit_returns_id_and_pushes_generation(self, run_dag, dag_sandbox) -> None:
         result = run_dag.run("""
@@ -136,6 +146,8 @@ class TestGenerate:
             assert extend_paths == [f"/luma/generations/{first['id']}/extend"]
 
     def test_mapped_generate_labels_map_indexes_with_prompts(self, run_dag, dag_sandbox) -> None:
+        if not _partial_keeps_the_default_label():
+            pytest.skip("before Airflow 3.3, .partial() drops the operator's default map_index_template")
         long_prompt = "an extremely long prompt about a city skyline at night with neon reflections"
         result = run_dag.run(f"""
             LumaGenerateOperator.partial(task_id="submit").expand(

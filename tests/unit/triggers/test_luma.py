@@ -7,10 +7,21 @@ from airflow_helpers import json_leaves
 from luma_provider.triggers.luma import LumaTrigger
 
 
+def _serde():
+    try:
+        from airflow.sdk.serde import deserialize, serialize
+    except ImportError:  # Airflow < 3.2
+        from airflow.serialization.serde import deserialize, serialize
+    return deserialize, serialize
+
+
 class TestSerialize:
     def test_round_trip_rebuilds_an_equal_trigger(self) -> None:
-        from airflow.sdk._shared.module_loading import import_string
-        from airflow.sdk.serde import deserialize, serialize
+        try:
+            from airflow.sdk._shared.module_loading import import_string
+        except ImportError:  # Airflow < 3.2
+            from airflow.utils.module_loading import import_string
+        deserialize, serialize = _serde()
 
         trigger = LumaTrigger(
             ["gen-a", "gen-b"],
@@ -40,7 +51,7 @@ class TestSerialize:
         assert rebuilt.serialize() == (classpath, kwargs)
 
     def test_none_deadline_survives(self) -> None:
-        from airflow.sdk.serde import deserialize, serialize
+        deserialize, serialize = _serde()
 
         _, kwargs = LumaTrigger(["gen-a"]).serialize()
         assert kwargs["deadline"] is None
