@@ -1,20 +1,26 @@
-"""One bounded thread loop, shared by status lookups, batch submits and batch downloads.
+"""The bounded work loop, shared by status lookups, batch submits and batch downloads.
 
-Threads, not asyncio: the work is ``requests`` and ``ObjectStoragePath`` I/O on a worker, and
-the Task SDK's calls (task state store, connections) are thread-safe but not async.
+``run_bounded`` uses threads: on a worker the work is ``requests`` and ``ObjectStoragePath``
+I/O, and the Task SDK's calls (task state store, connections) are thread-safe but not async.
+``arun_bounded`` is its asyncio twin for the triggerer, with the same contract.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from luma_provider.exceptions import LumaNotStartedError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _not_started(count: int) -> list[Any]:
+    return [LumaNotStartedError("not started: the batch stopped early after an error")] * count
 
 
 def run_bounded(
@@ -31,9 +37,7 @@ def run_bounded(
     started are left out (their result is ``LumaNotStartedError``); the ones running finish.
     ``BaseException`` (a kill, SystemExit) stops everything and propagates.
     """
-    results: list[R | Exception] = [
-        LumaNotStartedError("not started: the batch stopped early after an error")
-    ] * len(items)
+    results: list[R | Exception] = _not_started(len(items))
     pending = iter(range(len(items)))
     lock = threading.Lock()
     stopped = threading.Event()
@@ -65,4 +69,41 @@ def run_bounded(
                 future.result()
         finally:
             stopped.set()  # on an error or a kill, the others stop after their current item
+    return results
+
+
+async def arun_bounded(
+    items: Sequence[T],
+    work: Callable[[T], Awaitable[R]],
+    *,
+    max_workers: int,
+    stop_on: Callable[[Exception], bool] = lambda err: True,
+) -> list[R | Exception]:
+    """The asyncio twin of :func:`run_bounded`: same results, same stop rule.
+
+    A cancellation (the trigger's task cancelled) cancels every worker and propagates.
+    """
+    results: list[R | Exception] = _not_started(len(items))
+    pending = iter(range(len(items)))
+    stopped = False
+
+    async def worker() -> None:
+        nonlocal stopped
+        for index in pending:  # a shared iterator: each index is taken by exactly one worker
+            if stopped:
+                return
+            try:
+                results[index] = await work(items[index])
+            except Exception as err:
+                results[index] = err
+                stopped = stopped or stop_on(err)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(int(max_workers), len(items))))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     return results

@@ -28,7 +28,7 @@ import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 
 from luma_provider import __version__, api
-from luma_provider.concurrency import run_bounded
+from luma_provider.concurrency import arun_bounded, run_bounded
 from luma_provider.exceptions import (
     LumaDownloadError,
     LumaError,
@@ -227,8 +227,7 @@ class LumaHook(BaseHook):
     def list_generations(self, *, limit: int = 100, offset: int = 0) -> Iterator[LumaGeneration]:
         """Every generation of the account, newest first, page by page (official flavour)."""
         self._require_official("list_generations")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise LumaValidationError("limit", f"must be an integer from 1 to 1000, got {limit!r}")
+        api.validate_count(limit, "limit", low=1, high=1000)
         while True:
             page, more = self._drive(api.official_list_flow(limit, offset))
             yield from page
@@ -252,9 +251,7 @@ class LumaHook(BaseHook):
         """
         self._require_official("submit_image_generation")
         body = api.image_body(prompt, model=model, **options)
-        generation = self._drive(api.official_post_flow("image", "/generations/image", body))
-        self.log.info("Luma accepted image generation %s", generation.id)
-        return generation
+        return self._official_create("image", "/generations/image", body, "image generation")
 
     def upscale_generation(self, generation_id: str, resolution: str, **options: Any) -> LumaGeneration:
         """Upscale a completed video (official ``POST /generations/{id}/upscale``)."""
@@ -262,7 +259,7 @@ class LumaHook(BaseHook):
         generation_id = api.validate_generation_id(generation_id)
         body = api.upscale_body(resolution, **options)
         path = f"/generations/{generation_id}/upscale"
-        return self._drive(api.official_post_flow("upscale", path, body))
+        return self._official_create("upscale", path, body, f"upscale to {body['resolution']}")
 
     def add_audio(
         self, generation_id: str, prompt: str, *, negative_prompt: str | None = None, **options: Any
@@ -272,7 +269,7 @@ class LumaHook(BaseHook):
         generation_id = api.validate_generation_id(generation_id)
         body = api.audio_body(prompt, negative_prompt=negative_prompt, **options)
         path = f"/generations/{generation_id}/audio"
-        return self._drive(api.official_post_flow("audio", path, body))
+        return self._official_create("audio", path, body, "sound track")
 
     def modify_video(
         self,
@@ -308,9 +305,8 @@ class LumaHook(BaseHook):
             callback_url=callback_url,
             **extra,
         )
-        generation = self._drive(api.official_post_flow("modify", "/generations/video/modify", body))
-        self.log.info("Luma accepted video modification %s (mode %s)", generation.id, body["mode"])
-        return generation
+        what = f"video modification ({body['mode']})"
+        return self._official_create("modify", "/generations/video/modify", body, what)
 
     def reframe_video(
         self,
@@ -347,9 +343,8 @@ class LumaHook(BaseHook):
             callback_url=callback_url,
             **geometry,
         )
-        generation = self._drive(api.official_post_flow("reframe_video", "/generations/video/reframe", body))
-        self.log.info("Luma accepted video reframe %s (%s)", generation.id, body["aspect_ratio"])
-        return generation
+        path, what = "/generations/video/reframe", f"video reframe to {body['aspect_ratio']}"
+        return self._official_create("reframe_video", path, body, what)
 
     def reframe_image(
         self,
@@ -382,8 +377,13 @@ class LumaHook(BaseHook):
             callback_url=callback_url,
             **geometry,
         )
-        generation = self._drive(api.official_post_flow("reframe_image", "/generations/image/reframe", body))
-        self.log.info("Luma accepted image reframe %s (%s)", generation.id, body["aspect_ratio"])
+        path, what = "/generations/image/reframe", f"image reframe to {body['aspect_ratio']}"
+        return self._official_create("reframe_image", path, body, what)
+
+    def _official_create(self, kind: str, path: str, body: dict[str, Any], what: str) -> LumaGeneration:
+        """POST one official create-type request (a new, paid generation) and log the accepted id."""
+        generation = self._drive(api.official_post_flow(kind, path, body))
+        self.log.info("Luma accepted %s: generation %s", what, generation.id)
         return generation
 
     def get_generation(self, generation_id: str) -> LumaGeneration:
@@ -521,30 +521,20 @@ class LumaHook(BaseHook):
         :param stop_on: an error for which the ids not fetched yet are left out.
         """
         get = self._single_get(settings)
-        pending = iter(ids)
+        results = await arun_bounded(
+            ids,
+            lambda gen_id: self._adrive(get(gen_id)),
+            max_workers=settings.status_concurrency,
+            stop_on=lambda err: isinstance(err, LumaError) and stop_on(err),
+        )
         found: dict[str, LumaGeneration | LumaError] = {}
-        stopped = False
-
-        async def worker() -> None:
-            nonlocal stopped
-            for gen_id in pending:  # a shared iterator: each id is taken by exactly one worker
-                if stopped:
-                    return
-                try:
-                    found[gen_id] = await self._adrive(get(gen_id))
-                except LumaError as err:
-                    found[gen_id] = err
-                    stopped = stopped or stop_on(err)
-
-        workers = [asyncio.create_task(worker()) for _ in range(min(settings.status_concurrency, len(ids)))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:  # cancellation (or a bug) stops the rest
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
-        return {gen_id: found[gen_id] for gen_id in ids if gen_id in found}
+        for gen_id, result in zip(ids, results, strict=True):
+            if isinstance(result, LumaNotStartedError):
+                continue
+            if isinstance(result, Exception) and not isinstance(result, LumaError):
+                raise result  # a bug, not an answer for this id
+            found[gen_id] = result
+        return found
 
     async def acancel_unfinished(self, ids: Iterable[str], *, log: Any = None) -> list[str]:
         """Cancel every generation of ``ids`` not finished yet (official flavour; else nothing).

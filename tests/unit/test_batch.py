@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 
 from luma_provider import api, batch
-from luma_provider.concurrency import run_bounded
+from luma_provider.concurrency import arun_bounded, run_bounded
 from luma_provider.exceptions import LumaError, LumaNotStartedError, LumaValidationError
 from luma_provider.models import LumaGeneration, LumaState
 
@@ -146,7 +147,23 @@ class TestOutcome:
 
 
 class TestRunBounded:
-    def test_results_in_input_order_and_the_bound_holds(self):
+    """``run_bounded`` (threads) and ``arun_bounded`` (asyncio) keep one contract."""
+
+    @pytest.fixture(params=["threads", "asyncio"])
+    def run(self, request):
+        if request.param == "threads":
+            return run_bounded
+
+        def run_async(items, work, **kwargs):
+            async def awork(item):
+                await asyncio.sleep(0)
+                return work(item)
+
+            return asyncio.run(arun_bounded(items, awork, **kwargs))
+
+        return run_async
+
+    def test_results_in_input_order_and_the_bound_holds(self, run):
         lock = threading.Lock()
         running = peak = 0
 
@@ -160,30 +177,66 @@ class TestRunBounded:
                 running -= 1
             return n * n
 
-        assert run_bounded(list(range(20)), work, max_workers=3) == [n * n for n in range(20)]
-        assert peak == 3
+        assert run(list(range(20)), work, max_workers=3) == [n * n for n in range(20)]
+        assert peak == (3 if run is run_bounded else 1)  # asyncio: sleep blocks the loop
 
-    def test_an_error_stops_the_items_not_started(self):
+    def test_an_error_stops_the_items_not_started(self, run):
         def work(n: int) -> int:
             if n == 2:
                 raise LumaError("boom")
             return n
 
-        results = run_bounded(list(range(10)), work, max_workers=1)
+        results = run(list(range(10)), work, max_workers=1)
         assert results[:2] == [0, 1]
         assert isinstance(results[2], LumaError)
         assert all(isinstance(r, LumaNotStartedError) for r in results[3:])
 
-    def test_errors_that_do_not_stop(self):
-        results = run_bounded([1, 0, 2], lambda n: 2 // n, max_workers=2, stop_on=lambda err: False)
+    def test_errors_that_do_not_stop(self, run):
+        results = run([1, 0, 2], lambda n: 2 // n, max_workers=2, stop_on=lambda err: False)
         assert results[0] == 2 and results[2] == 1 and isinstance(results[1], ZeroDivisionError)
 
-    def test_a_kill_propagates(self):
-        def work(n: int) -> int:
-            raise KeyboardInterrupt
+    def test_a_kill_propagates(self, run):
+        class Kill(BaseException):  # like SystemExit, without asyncio's special handling of it
+            pass
 
-        with pytest.raises(KeyboardInterrupt):
-            run_bounded([1, 2, 3], work, max_workers=2)
+        def work(n: int) -> int:
+            raise Kill
+
+        with pytest.raises(Kill):
+            run([1, 2, 3], work, max_workers=2)
+
+    def test_async_bound_holds_while_awaiting(self):
+        running = peak = 0
+
+        async def work(n: int) -> int:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.001 * (n % 3))
+            running -= 1
+            return -n
+
+        results = asyncio.run(arun_bounded(list(range(20)), work, max_workers=4))
+        assert results == [-n for n in range(20)] and peak == 4
+
+    def test_async_cancellation_cancels_every_worker(self):
+        started: list[int] = []
+
+        async def work(n: int) -> int:
+            started.append(n)
+            await asyncio.sleep(60)
+            return n
+
+        async def main() -> None:
+            task = asyncio.create_task(arun_bounded(list(range(10)), work, max_workers=3))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert started == [0, 1, 2]
+            assert len(asyncio.all_tasks()) == 1  # only main: no worker left behind
+
+        asyncio.run(main())
 
 
 class TestRateGate:
