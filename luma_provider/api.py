@@ -333,6 +333,19 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 # ----------------------------------------------------------------------------- validation
+def validate_count(value: Any, name: str, *, low: int = 0, high: int | None = None) -> int:
+    """A whole number from ``low`` (up to ``high``), e.g. a concurrency or a budget."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        allowed = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise LumaValidationError(name, f"must be a whole number {allowed}, got {value!r}")
+    return value
+
+
 def validate_credits(value: Any, field_name: str) -> float:
     """A credit amount in USD cents: a finite number >= 0."""
     if (

@@ -97,8 +97,7 @@ def prompt_options(
 
 def chunked(rows: Sequence[Any], size: int) -> list[list[Any]]:
     """``rows`` in consecutive chunks of at most ``size`` (for mapping a batch operator)."""
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_PROMPTS_PER_TASK:
-        raise LumaValidationError("chunk_size", f"must be an integer from 1 to {MAX_PROMPTS_PER_TASK}")
+    api.validate_count(size, "chunk_size", low=1, high=MAX_PROMPTS_PER_TASK)
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
@@ -189,10 +188,9 @@ class Submitted:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Submitted:
-        gen_id = data.get("generation_id")
         return cls(
             prompt=str(data.get("prompt", "")),
-            generation_id=api.validate_generation_id(gen_id, "generation_id") if gen_id else None,
+            generation_id=_checked_id(data.get("generation_id")),
             error=str(data["error"]) if data.get("error") else None,
             ambiguous=bool(data.get("ambiguous")),
             retryable=bool(data.get("retryable")),
@@ -208,11 +206,16 @@ class Submitted:
         )
         return cls(
             prompt=str(entry.get("prompt", "")),
-            generation_id=api.validate_generation_id(gen_id, "generation_id") if gen_id else None,
+            generation_id=_checked_id(gen_id),
             error=None if gen_id or skipped else str(entry.get("failure_reason") or "not submitted"),
             ambiguous=bool(entry.get("ambiguous_submit")),
             skipped=skipped,
         )
+
+
+def _checked_id(gen_id: Any) -> str | None:
+    """An id read back from XCom is outside input too: validated, or None when absent."""
+    return api.validate_generation_id(gen_id, "generation_id") if gen_id else None
 
 
 def outcome(

@@ -129,20 +129,16 @@ class GenerationReuse:
 
     def find(self) -> LumaGeneration | None:
         """A usable generation already paid for by an earlier try or, with a key, an earlier run."""
-        if self.first_try:  # no earlier try can have recorded anything: skip two store calls
-            return (
-                self._usable(self.ledger.get(self.key), f"idempotency key {self.key!r}")
-                if (self.ledger is not None and self.key)
-                else None
-            )
-        earlier = self._store_get(STATE_AMBIGUOUS)
-        if earlier:
-            self.log.warning(
-                "An earlier try of this task could not tell whether its submit was accepted (%s); "
-                "it may exist on the gateway as well",
-                str(earlier)[:300],
-            )
-        found = self._usable(self._store_get(STATE_GENERATION_ID), "an earlier try of this task")
+        found = None
+        if not self.first_try:  # a first try has nothing recorded yet: skip two store calls
+            earlier = self._store_get(STATE_AMBIGUOUS)
+            if earlier:
+                self.log.warning(
+                    "An earlier try of this task could not tell whether its submit was accepted (%s); "
+                    "it may exist on the gateway as well",
+                    str(earlier)[:300],
+                )
+            found = self._usable(self._store_get(STATE_GENERATION_ID), "an earlier try of this task")
         if found is None and self.ledger is not None and self.key:  # looked up only when needed
             found = self._usable(self.ledger.get(self.key), f"idempotency key {self.key!r}")
         return found

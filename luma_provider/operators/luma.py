@@ -432,25 +432,15 @@ class LumaGenerateOperator(_LumaSubmitOperator):
             raise LumaValidationError("prompt", "give either prompt (one video) or prompts (a batch)")
         if prompts is not None and extend_generation_id is not None:
             raise LumaValidationError("prompts", "a batch cannot extend a generation; use prompt")
-        if (
-            isinstance(max_concurrent_submits, bool)
-            or not isinstance(max_concurrent_submits, int)
-            or not (1 <= max_concurrent_submits <= MAX_CONCURRENT_SUBMITS)
-        ):
-            raise LumaValidationError(
-                "max_concurrent_submits", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
-            )
+        self.max_concurrent_submits = api.validate_count(
+            max_concurrent_submits, "max_concurrent_submits", low=1, high=MAX_CONCURRENT_SUBMITS
+        )
         max_failed_fraction = batch.validate_fraction(max_failed_fraction)
-        if max_generations is not None and (
-            isinstance(max_generations, bool) or not isinstance(max_generations, int) or max_generations < 0
-        ):
-            raise LumaValidationError(
-                "max_generations", f"must be a whole number >= 0, got {max_generations!r}"
-            )
+        if max_generations is not None:
+            api.validate_count(max_generations, "max_generations")
         self.max_generations = max_generations
         self.prompt = prompt
         self.prompts = prompts
-        self.max_concurrent_submits = max_concurrent_submits
         self.max_failed_fraction = float(max_failed_fraction)
         self.aspect_ratio = aspect_ratio
         self.loop = loop
@@ -878,26 +868,16 @@ class LumaDownloadVideoOperator(LumaHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(map_index_template=map_index_template, **kwargs)
-        if (
-            isinstance(max_concurrent_downloads, bool)
-            or not isinstance(max_concurrent_downloads, int)
-            or not (1 <= max_concurrent_downloads <= MAX_CONCURRENT_SUBMITS)
-        ):
-            raise LumaValidationError(
-                "max_concurrent_downloads", f"must be an integer from 1 to {MAX_CONCURRENT_SUBMITS}"
-            )
-        self.max_concurrent_downloads = max_concurrent_downloads
+        self.max_concurrent_downloads = api.validate_count(
+            max_concurrent_downloads, "max_concurrent_downloads", low=1, high=MAX_CONCURRENT_SUBMITS
+        )
         self.map_label = map_label
         self.generation_id = generation_id
         self.destination = destination
         self.storage_conn_id = storage_conn_id
         self.include_thumbnail = include_thumbnail
         self.luma_conn_id = luma_conn_id
-        if max_bytes is not None and (
-            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
-        ):
-            raise LumaValidationError("max_bytes", f"must be a positive number of bytes, got {max_bytes!r}")
-        self.max_bytes = max_bytes
+        self.max_bytes = None if max_bytes is None else api.validate_count(max_bytes, "max_bytes", low=1)
 
     def execute(self, context: Context) -> Any:
         completed = batch.completed_generations(self.generation_id)
@@ -977,8 +957,7 @@ def _image_ref(value: Any, field_name: str) -> dict[str, Any]:
     ref: dict[str, Any] = {"url": _http_image_url(value.get("url"), f"{field_name}.url")}
     weight = value.get("weight")
     if weight is not None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
-            raise LumaValidationError(f"{field_name}.weight", f"must be a number from 0 to 1, got {weight!r}")
+        batch.validate_fraction(weight, f"{field_name}.weight")
         ref["weight"] = weight
     return ref
 
