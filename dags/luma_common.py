@@ -31,6 +31,8 @@ CHUNK_CONCURRENCY = int(os.environ.get("LUMA_CHUNK_CONCURRENCY", "4"))
 #: The run's date: the logical date, or when the run was created for manual/API runs, which
 #: have no logical date on Airflow 3 (so ``{{ ds }}`` would be undefined there).
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+#: The steps that pay or fetch (submit, download): in the gateway's pool, retried after 30 s.
+PAID_STEP: dict[str, Any] = {"pool": POOL, "retries": 2, "retry_delay": timedelta(seconds=30)}
 
 
 def video_group(
@@ -81,11 +83,9 @@ def video_group(
             duration=duration,
             concepts=concepts,
             callback_url=callback_url,
-            pool=POOL,
             idempotency_key=idempotency_key,
             prompt_source=prompt_source,
-            retries=2,
-            retry_delay=timedelta(seconds=30),
+            **PAID_STEP,
         )
         # map_label=prompt: every step of a prompt shows that prompt in the UI, like submit does.
         wait = LumaTaskSensor(
@@ -100,11 +100,9 @@ def video_group(
             task_id="download",
             generation_id=wait.output,
             include_thumbnail=True,
-            pool=POOL,
-            retries=2,
-            retry_delay=timedelta(seconds=30),
             destination=destination,
             map_label=prompt,
+            **PAID_STEP,
         )
 
     return generate
@@ -146,13 +144,11 @@ def chunk_group(
             map_label=label,
             max_concurrent_submits=CHUNK_CONCURRENCY,
             max_failed_fraction=1.0,
-            pool=POOL,
             idempotency_key=idempotency_key,
             ledger_path=ledger_path,
             ledger_conn_id=ledger_conn_id,
             prompt_source=prompt_source,
-            retries=2,
-            retry_delay=timedelta(seconds=30),
+            **PAID_STEP,
         )
         wait = LumaTaskSensor(
             task_id="wait",
@@ -174,9 +170,7 @@ def chunk_group(
             destination=destination,
             storage_conn_id=storage_conn_id,
             map_label=label,
-            pool=POOL,
-            retries=2,
-            retry_delay=timedelta(seconds=30),
+            **PAID_STEP,
         )
 
     return chunk

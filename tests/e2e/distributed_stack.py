@@ -45,6 +45,7 @@ from e2e_stack import (
     E2E,
     AirflowStack,
     Deadline,
+    MetaDB,
     fernet_key,
     free_port,
     http_ok,
@@ -308,12 +309,12 @@ class Postgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-class PgDB:
-    """The metadata DB on Postgres, with :class:`e2e_stack.MetaDB`'s methods (``?`` placeholders)."""
+class PgDB(MetaDB):
+    """The metadata DB on Postgres: :class:`e2e_stack.MetaDB`'s queries (``?`` placeholders), one connection."""
 
     def __init__(self, pg: Postgres, dag_id: str) -> None:
+        super().__init__(Path(pg.base), dag_id)
         self.pg = pg
-        self.dag_id = dag_id
         self._con: Any = None
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -349,30 +350,6 @@ class PgDB:
             (table,),
         )
         return [r[0] for r in rows]
-
-    def tis(self, run_id: str, task_id: str | None = None) -> list[tuple]:
-        """``(task_id, map_index, state, try_number, trigger_id)`` of the run's task instances."""
-        sql = "SELECT task_id, map_index, state, try_number, trigger_id FROM task_instance WHERE dag_id=? AND run_id=?"
-        params: tuple = (self.dag_id, run_id)
-        if task_id:
-            sql += " AND task_id=?"
-            params += (task_id,)
-        return self.query(sql + " ORDER BY task_id, map_index", params)
-
-    def run_state(self, run_id: str) -> str | None:
-        rows = self.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", (self.dag_id, run_id))
-        return rows[0][0] if rows else None
-
-    def ti_id(self, run_id: str, task_id: str, map_index: int = -1) -> str | None:
-        rows = self.query(
-            "SELECT id FROM task_instance WHERE dag_id=? AND run_id=? AND task_id=? AND map_index=?",
-            (self.dag_id, run_id, task_id, map_index),
-        )
-        return str(rows[0][0]) if rows else None
-
-    def triggerer_jobs(self, running_only: bool = False) -> list[tuple]:
-        sql = "SELECT id, state FROM job WHERE job_type='TriggererJob'"
-        return self.query(sql + (" AND state='running'" if running_only else "") + " ORDER BY id")
 
 
 # ----------------------------------------------------------------------------------------- Redis
@@ -658,7 +635,7 @@ def distributed_stack(
             root=tmp_path,
             home=home,
             api_port=api_port,
-            db=PgDB(pg, dag_id),  # type: ignore[arg-type]  # MetaDB's interface on Postgres
+            db=PgDB(pg, dag_id),
             pg=pg,
             redis=redis,
         )
@@ -715,7 +692,7 @@ def distributed_stack(
             started = time.monotonic()
             stack.stop_all()
             leftovers = stack.kill_leftovers(home)
-            deployment.db.close()  # type: ignore[attr-defined]
+            deployment.db.close()
             log(f"airflow stopped in {time.monotonic() - started:.0f}s")
         assert not leftovers, f"processes survived the teardown (killed now): {leftovers}"
 

@@ -135,7 +135,10 @@ class MetaDB:
 
     def triggerer_jobs(self, running_only: bool = False) -> list[tuple]:
         sql = "SELECT id, state FROM job WHERE job_type='TriggererJob'"
-        return self.query(sql + (" AND state='running'" if running_only else ""))
+        return self.query(sql + (" AND state='running'" if running_only else "") + " ORDER BY id")
+
+    def close(self) -> None:
+        """Nothing held between queries."""
 
 
 class AirflowStack:
