@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency lists change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: test test-fast test-floor lint format demo sandbox bench clean mutation
+.PHONY: test test-latest test-floor test-fast lint format demo sandbox bench clean mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) with $(PYTHON) and installing the provider (pinned by constraints.txt)"
@@ -14,9 +14,19 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test,lint]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
-## test: the whole suite (unit, integration, example DAGs under `airflow dags test`, real scheduler e2e)
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# Workers for the tests that may share the machine (xdist); the e2e tests run alone, one at a time:
+# they start whole Airflow deployments and time what they kill.
+TEST_WORKERS ?= 2
+PYTEST := python -m pytest -q -p no:cacheprovider
+
+## test: what CI runs: the suite on the pinned latest Airflow, then on the supported floor
+test: test-latest test-floor
+
+## test-latest: Airflow 3.3 (constraints.txt): unit, integration, every example DAG under
+## `airflow dags test`, then the real-Airflow e2e tests (scheduler, triggerers, Celery, Postgres)
+test-latest: $(STAMP)
+	$(BIN)/$(PYTEST) -n $(TEST_WORKERS) tests/unit tests/integration tests/system
+	$(BIN)/$(PYTEST) tests/e2e
 
 ## test-floor: the oldest supported Airflow (3.1.8, with the providers and libraries of its release
 ## date, pinned by constraints-floor.txt) in its own .venv-floor: unit + integration tests, every
@@ -33,9 +43,8 @@ $(FLOOR_STAMP): pyproject.toml constraints-floor.txt
 	@rm -f $(FLOOR_VENV)/.installed-*; touch $@
 
 test-floor: $(FLOOR_STAMP)
-	$(FLOOR_BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
-	$(FLOOR_BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_example_dags.py \
-	  -k "clean or imports_fast or parses_alone"
+	$(FLOOR_BIN)/$(PYTEST) -n $(TEST_WORKERS) tests/unit tests/integration
+	$(FLOOR_BIN)/$(PYTEST) tests/system/test_example_dags.py -k "clean or imports_fast or parses_alone"
 
 ## lint: ruff (rules and format) and mypy --strict on the package; CI runs it before the tests
 lint: $(STAMP)
@@ -50,7 +59,7 @@ format: $(STAMP)
 
 ## test-fast: unit tests only (no sockets, no metadata DB)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/$(PYTEST) tests/unit
 
 ## demo: run the daily content pipeline against the local sandbox (or a real gateway if LUMA_API_KEY is set)
 demo: $(STAMP)
