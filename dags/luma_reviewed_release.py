@@ -159,6 +159,7 @@ def publish_approved(decision: dict[str, Any], request: dict[str, Any]) -> dict[
     earlier, different decision) is removed, so ``published/`` holds exactly this decision.
     """
     from luma_provider.gallery import render_manifest
+    from luma_provider.report import write_text
 
     manifest_path = storage_path(request["manifest"])
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -190,7 +191,7 @@ def publish_approved(decision: dict[str, Any], request: dict[str, Any]) -> dict[
         "approved": [e["generation_id"] for e in manifest["generations"] if e["published"]],
         "published_to": str(published),
     }
-    manifest_path.write_text(render_manifest(manifest), encoding="utf-8")
+    write_text(manifest_path, render_manifest(manifest))
     review = manifest["review"]
     who = (review["decided_by"] or {}).get("name") or ("nobody (timed out)" if review["timed_out"] else "?")
     log.info("Published %d of %d offered videos to %s (%s)", len(approved), len(option_map), published, who)

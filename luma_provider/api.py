@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
@@ -1377,6 +1377,36 @@ class BodyReader:
         self.size += len(piece)
         if piece:
             yield piece
+
+
+#: The content type of each file the provider writes, so a browser plays or shows it straight
+#: from a bucket (the gallery's videos, posters and page).
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+}
+
+
+def storage_write_options(protocol: str | Sequence[str], name: str) -> dict[str, Any]:
+    """Keyword arguments for ``ObjectStoragePath.open`` (write) that set the object's content type.
+
+    S3 and GCS keep the type given at upload and serve it; fsspec's ``s3fs``/``gcsfs`` guess it
+    only when uploading a local file, so a streamed write is ``binary/octet-stream`` otherwise
+    and a gallery opened from the bucket is downloaded instead of shown. Other stores: nothing.
+    """
+    content_type = CONTENT_TYPES.get(name[name.rfind(".") :].lower()) if "." in name else None
+    protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+    if content_type is None:
+        return {}
+    if protocols & {"s3", "s3a"}:
+        return {"ContentType": content_type}
+    if protocols & {"gs", "gcs"}:
+        return {"content_type": content_type}
+    return {}
 
 
 def check_download_url(url: Any, settings: ConnectionSettings) -> tuple[str, str, int]:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from luma_provider.api import DEFAULT_CONN_ID
+from luma_provider.api import DEFAULT_CONN_ID, storage_write_options
 from luma_provider.exceptions import LumaError
 from luma_provider.gallery import GALLERY_NAME, MANIFEST_NAME, build_manifest, render_gallery, render_manifest
 
@@ -87,10 +87,19 @@ def write_report(
     manifest["usage"] = _usage_summary(flavour, entries, hook, credits_before)
     folder = ObjectStoragePath(output_dir if "://" in output_dir else f"file://{output_dir}")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST_NAME).write_text(render_manifest(manifest), encoding="utf-8")
-    (folder / GALLERY_NAME).write_text(render_gallery(manifest, title=title), encoding="utf-8")
+    write_text(folder / MANIFEST_NAME, render_manifest(manifest))
+    write_text(folder / GALLERY_NAME, render_gallery(manifest, title=title))
     log.info("Wrote %s and %s in %s: %s", MANIFEST_NAME, GALLERY_NAME, output_dir, manifest["counts"])
     return manifest
+
+
+def write_text(path: Any, text: str) -> None:
+    """Write ``text`` (UTF-8) to an ``ObjectStoragePath``, with its content type where kept.
+
+    A gallery opened from S3 must be served as HTML, not downloaded.
+    """
+    with path.open("w", encoding="utf-8", **storage_write_options(path.protocol, path.name)) as out:
+        out.write(text)
 
 
 def _usage(flavour: str, gen: Any, asked: dict[str, Any], render_seconds: Any) -> dict[str, Any] | None:

@@ -850,7 +850,8 @@ class LumaHook(BaseHook):
                         f"{target.name} is {expected} bytes, above the {max_bytes}-byte cap"
                     )
                 reader = api.BodyReader(encoding, max_bytes, what=f"Download of {target.name}")
-                with tmp.open("wb") as out:
+                # The temporary object gets the final name's type: S3's rename is a copy, which keeps it.
+                with tmp.open("wb", **api.storage_write_options(target.protocol, target.name)) as out:
                     for piece in _read_body(response, reader, None):
                         out.write(piece)
             # Content-Length counts bytes on the wire (compressed, if the CDN gzips).

@@ -303,6 +303,9 @@ def test_outputs_manifest_and_gallery_live_in_the_bucket(pipeline, gateway, buck
         )
         head = bucket.client.head_object(Bucket=bucket.name, Key=f"{run}/{gen_id}.mp4")
         assert head["ContentLength"] == video
+        assert head["ContentType"] == "video/mp4"
+        thumb_head = bucket.client.head_object(Bucket=bucket.name, Key=f"{run}/{gen_id}.jpg")
+        assert thumb_head["ContentType"] == "image/jpeg"
         assert bucket.read(f"{run}/{gen_id}.mp4") == media.video_bytes(gen_id)
 
     # The manifest names files relative to itself, and those keys sit next to it.
@@ -318,12 +321,17 @@ def test_outputs_manifest_and_gallery_live_in_the_bucket(pipeline, gateway, buck
     page_url = bucket.http_url(f"{run}/index.html")
     page = requests.get(page_url, timeout=10)
     assert page.status_code == 200
+    # Served as a web page and playable media: as binary/octet-stream a browser would download them.
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    manifest_head = bucket.client.head_object(Bucket=bucket.name, Key=f"{run}/manifest.json")
+    assert manifest_head["ContentType"] == "application/json"
     links = gallery_links(page.text)
     assert sorted(links) == sorted(f"{i}.{ext}" for i in ids for ext in ("mp4", "jpg"))
     for link in links:
         assert not urlsplit(link).scheme and not link.startswith("/")
         fetched = requests.get(urljoin(page_url, link), timeout=10)
         assert fetched.status_code == 200
+        assert fetched.headers["Content-Type"] == ("video/mp4" if link.endswith(".mp4") else "image/jpeg")
         assert len(fetched.content) == keys[f"{run}/{link}"]
 
 

@@ -38,6 +38,7 @@ from luma_provider.api import (
     redirect_target,
     refused_address,
     settings_from_connection,
+    storage_write_options,
     strict_origin,
     validate_generation_id,
     validate_image_url,
@@ -800,3 +801,19 @@ class TestAddresses:
         with pytest.raises(LumaDownloadError) as info:
             redirect_target("https://cdn.example/", location)
         assert str(info.value) == "Download redirect without a Location header"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "name", "expected"),
+    [
+        ("s3", "0b9c.mp4", {"ContentType": "video/mp4"}),
+        (("s3", "s3a"), "index.html", {"ContentType": "text/html; charset=utf-8"}),
+        ("s3", "manifest.json", {"ContentType": "application/json"}),
+        ("gs", "THUMB.JPG", {"content_type": "image/jpeg"}),
+        ("file", "0b9c.mp4", {}),  # a local file has no stored type
+        ("s3", "no-extension", {}),
+        ("s3", "tool.exe", {}),
+    ],
+)
+def test_storage_write_options_set_the_content_type_where_the_store_keeps_it(protocol, name, expected):
+    assert storage_write_options(protocol, name) == expected
