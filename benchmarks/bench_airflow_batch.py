@@ -58,7 +58,6 @@ import importlib.util
 import json
 import math
 import os
-import pwd
 import resource
 import secrets
 import shutil
@@ -78,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from _common import (
     API_KEY,
     PYTHON,
@@ -89,6 +89,8 @@ from _common import (
     verdict,
     wait_for_quiet_machine,
 )
+from distributed_stack import Postgres  # one throwaway-cluster recipe for the e2e tests and this
+from e2e_stack import http_json
 
 HERE = Path(__file__).resolve().parent
 AIRFLOW_BIN = Path(PYTHON).parent / "airflow"
@@ -289,24 +291,6 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def http_json(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 60
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        status, raw = err.code, err.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
 def epoch(value: Any) -> float | None:
     """A DB timestamp (aware datetime, or ISO text from SQLite) as epoch seconds."""
     if value is None:
@@ -402,98 +386,16 @@ class RssSampler(threading.Thread):
 # ----------------------------------------------------------------------------------- PostgreSQL
 
 
-class Postgres:
-    def __init__(self, base: Path, port: int, pid: int) -> None:
-        self.base = base
-        self.port = port
-        self.pid = pid
-        self.url = f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
-
-    def connect(self) -> Any:
-        import psycopg2
-
-        con = psycopg2.connect(host="127.0.0.1", port=self.port, user="airflow", dbname="airflow")
-        con.autocommit = True
-        return con
-
-
-def pg_bindir() -> Path:
-    for candidate in (shutil.which("initdb"), "/usr/local/bin/initdb", "/usr/lib/postgresql/15/bin/initdb"):
-        if candidate and Path(candidate).exists():
-            return Path(candidate).resolve().parent  # /usr/local/bin/initdb is a symlink
-    raise RuntimeError("PostgreSQL binaries (initdb) not found")
-
-
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[Postgres]:
-    """initdb + pg_ctl start on a free port + createdb; stopped (fast, then killed) and removed at the end."""
-    import psutil
-
-    bindir = pg_bindir()
-    base = Path(tempfile.mkdtemp(prefix="luma-bench-pg-"))
-    as_user: dict[str, Any] = {}
-    if os.geteuid() == 0:  # initdb refuses root
-        pw = pwd.getpwnam("postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-    data, logfile = base / "data", base / "pg_commands.log"
-
-    def pg(*args: str, check: bool = True, timeout: float = 120) -> int:
-        with open(logfile, "ab") as out:
-            proc = subprocess.run(
-                [str(bindir / args[0]), *args[1:]],
-                cwd=base,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-                **as_user,
-            )
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{args[0]} exited {proc.returncode}: {logfile.read_text()[-2000:]}")
-        return proc.returncode
-
-    port = free_port()
-    postmaster: int | None = None
+    """The e2e tests' throwaway cluster, durable (fsync on): stopped and removed at the end."""
+    pg = Postgres(log, durable=True)
     try:
-        pg("initdb", "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8", "--no-instructions")
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
-        options += " -c max_connections=200"
-        try:
-            pg(
-                "pg_ctl",
-                "-D",
-                str(data),
-                "-l",
-                str(base / "postgres.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
-        finally:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                postmaster = int((data / "postmaster.pid").read_text().split()[0])
-        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow")
-        assert postmaster is not None
-        log(f"postgres {port} up (postmaster {postmaster}, {bindir})")
-        yield Postgres(base, port, postmaster)
+        pg.start()
+        yield pg
     finally:
-        if postmaster is not None:
-            with contextlib.suppress(Exception):
-                pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop", check=False, timeout=90)
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(postmaster)
-                if str(data) in " ".join(proc.cmdline()):
-                    for kid in proc.children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            kid.kill()
-                    proc.kill()
-                    log("postgres did not stop: killed")
-        shutil.rmtree(base, ignore_errors=True)
+        pg.stop()
+        pg.remove()
 
 
 # ------------------------------------------------------------------------------------ Airflow
@@ -676,7 +578,7 @@ class Deployment:
 
     def cpu_snapshot(self) -> dict[str, dict[str, float]]:
         snap = {name: tree_cpu(pid) for name in COMPONENTS if (pid := self.stack.pid(name)) is not None}
-        snap["postgres"] = tree_cpu(self.pg.pid)
+        snap["postgres"] = tree_cpu(self.pg.postmaster)
         snap["sandbox"] = tree_cpu(self.sandbox_pid)
         return snap
 

@@ -199,10 +199,15 @@ def pg_bindir() -> Path:
 
 
 class Postgres:
-    """A throwaway cluster: ``url`` for SQLAlchemy, ``connect()`` for psycopg2, ``stop()`` (idempotent)."""
+    """A throwaway cluster: ``url`` for SQLAlchemy, ``connect()`` for psycopg2, ``stop()`` (idempotent).
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    :param durable: keep fsync and synchronous commits (benchmarks measure them); tests turn
+        them off for speed.
+    """
+
+    def __init__(self, log: Callable[[str], None], *, durable: bool = False) -> None:
         self.log = log
+        self.durable = durable
         self.bindir = pg_bindir()
         self.base = Path(tempfile.mkdtemp(prefix="luma-e2e-pg-"))
         self.data = self.base / "data"
@@ -247,8 +252,10 @@ class Postgres:
         )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
-            " -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c max_connections=300"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
             self._pg(
                 "pg_ctl",
