@@ -114,6 +114,17 @@ def _scenario(e2e: E2E, deadline: Deadline) -> None:
 
     listed = wait_for("the review to wait for an answer", review_waiting, deadline.left(150), interval=1)
     log("review is awaiting input")
+    # A human answers minutes later; this test answers at once. Answering before the scheduler has
+    # taken the paused workload's exit (executor event "success" for try 1) makes Airflow fail the
+    # resumed try ("Cannot start Task Instance in invalid state", the defer/resume race's HITL twin),
+    # so wait for that event first.
+    exit_seen = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{DAG_ID}', task_id='review'"
+    wait_for(
+        "the scheduler to take the paused review's exit",
+        lambda: exit_seen in stack.logs["scheduler"].read_text(errors="replace"),
+        deadline.left(60),
+        interval=0.5,
+    )
     _, _, state, try_number, trigger_id = db.tis(run_id, "review")[0]
     assert (state, try_number, trigger_id) == ("awaiting_input", 1, None), "HITL on 3.3 uses no trigger"
     running = db.query("SELECT task_id FROM task_instance WHERE state='running'")
