@@ -46,7 +46,7 @@ from e2e_stack import (
     AirflowStack,
     Deadline,
     MetaDB,
-    fernet_key,
+    deployment_env,
     free_port,
     http_ok,
     tail,
@@ -586,10 +586,9 @@ def distributed_stack(
         sandbox.start()
         cleanup.callback(sandbox.stop)
         api_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LUMA_"))}
+        env = deployment_env(tmp_path, home, dags_folder, api_port, sandbox)
         env.update(
             {
-                "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url,
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
@@ -598,40 +597,13 @@ def distributed_stack(
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
                 # Sending a workload to Redis may take more than 1 s on a loaded 2-core box.
                 "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__PARALLELISM": str(4 * worker_concurrency),
-                "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
-                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(api_port),
-                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API__SECRET_KEY": os.urandom(16).hex(),
-                "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(32).hex(),
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-                "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
                 # A killed worker's tasks: failed for a missing heartbeat after 15 s, not 5 minutes.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "1",
                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
-                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
                 # A dead triggerer's triggers move to a live one after this many seconds.
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-                "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
-                "LUMA_POLL_INTERVAL": "2",
-                "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
-                "PYTHONUNBUFFERED": "1",
             }
         )
         env.update(extra_env or {})

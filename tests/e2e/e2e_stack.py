@@ -47,12 +47,18 @@ class Deadline:
         return left if cap is None else min(left, cap)
 
 
-def timeline(prefix: str = "e2e") -> Callable[[str], None]:
-    """A ``log(msg)`` printing the seconds since it was made (visible with ``-s``)."""
+def timeline(prefix: str = "e2e", keep: list[str] | None = None) -> Callable[[str], None]:
+    """A ``log(msg)`` printing the seconds since it was made (visible with ``-s``).
+
+    :param keep: also append each line here (to show it after a passing test).
+    """
     t0 = time.monotonic()
 
     def log(msg: str) -> None:
-        print(f"[{prefix} {time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+        line = f"[{prefix} {time.monotonic() - t0:6.1f}s] {msg}"
+        print(line, flush=True)
+        if keep is not None:
+            keep.append(line)
 
     return log
 
@@ -429,6 +435,52 @@ class E2E:
         log("dag parsed, triggerer up")
 
 
+def deployment_env(
+    tmp_path: Path, home: Path, dags_folder: Path, api_port: int, sandbox: Any
+) -> dict[str, str]:
+    """The environment every e2e deployment shares (callers add the executor and the database).
+
+    Fast heartbeats and parsing so a run takes seconds, manual runs only, log servers on free
+    ports, the connection to ``sandbox``; nothing inherited from the caller's AIRFLOW_*/LUMA_*.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LUMA_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            # Manual runs only: no cron run may start (and submit) behind the test's back.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # Log servers of the worker and the triggerer: free ports, other runs may share the box.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
+            "LUMA_POLL_INTERVAL": "2",
+            "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
 @contextlib.contextmanager
 def airflow_stack(
     tmp_path: Path,
@@ -450,44 +502,14 @@ def airflow_stack(
     (tmp_path / "out").mkdir()
     sandbox.start()  # first: the connection needs its port
     api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LUMA_"))}
+    env = deployment_env(tmp_path, home, dags_folder, api_port, sandbox)
     env.update(
         {
-            "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-            "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
-            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            # Manual runs only: no cron run may start (and submit) behind the test's back.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             # How long a dead triggerer's triggers stay assigned to it before another takes them.
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-            # Log servers of the worker and the triggerer: free ports, other runs may share the box.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-            "AIRFLOW_CONN_LUMA_DEFAULT": sandbox.connection_json,
-            "LUMA_POLL_INTERVAL": "2",
-            "LUMA_OUTPUT_ROOT": f"file://{tmp_path / 'out'}",
-            "PYTHONUNBUFFERED": "1",
         }
     )
     env.update(extra_env or {})

@@ -128,14 +128,20 @@ def deployment(tmp_path: Path) -> Iterator[Distributed]:
         yield dep
 
 
-def test_daily_content_distributed_under_chaos(deployment: Distributed) -> None:
+def test_daily_content_distributed_under_chaos(
+    deployment: Distributed, capsys: pytest.CaptureFixture[str]
+) -> None:
     started = time.monotonic()
+    lines: list[str] = []
     try:
-        _scenario(deployment, Deadline(BUDGET_S), timeline("e2e-dist"))
+        _scenario(deployment, Deadline(BUDGET_S), timeline("e2e-dist", keep=lines))
     except BaseException:
         print(deployment.diagnostics(), file=sys.stderr)
         raise
-    print(f"[e2e-dist] scenario took {time.monotonic() - started:.0f}s (after the deployment started)")
+    # The chaos counts belong in CI's output on success too, not only when the test fails.
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+        print(f"[e2e-dist] scenario took {time.monotonic() - started:.0f}s (after the deployment started)")
 
 
 def _scenario(dep: Distributed, deadline: Deadline, log: Callable[[str], None]) -> None:
