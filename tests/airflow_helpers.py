@@ -28,20 +28,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-
-def _slow_task_start() -> float:
-    from importlib.metadata import version
-
-    major, minor = (int(x) for x in version("apache-airflow-core").split(".")[:2])
-    return 4.0 if (major, minor) < (3, 3) else 0.0
-
-
-#: Extra seconds ``dag.test()`` may take to start a task: before Airflow 3.3 each start is a
-#: PATCH to an in-process execution API that takes 1-3 s (measured on 3.1.8; 3.3: milliseconds).
-#: A test that needs a generation still rendering when the next task starts adds this to the
-#: sandbox's ``process_seconds``.
-TASK_START_SECONDS = _slow_task_start()
-
 _ENV_KEYS = (
     "AIRFLOW_HOME",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",

@@ -5,7 +5,6 @@ Each test runs in both API flavours (``dag_sandbox``: ``[gateway]`` and ``[offic
 
 from __future__ import annotations
 
-from airflow_helpers import TASK_START_SECONDS
 from flavours import status_route
 
 DEFERRED = "[DAG TEST] running trigger in line"
@@ -17,7 +16,9 @@ def _submit(prompt: str = "a red fox", task_id: str = "submit") -> str:
 
 class TestSensor:
     def test_deferrable_success_returns_generation_and_sets_link(self, run_dag, dag_sandbox) -> None:
-        dag_sandbox.configure(process_seconds=0.3 + TASK_START_SECONDS)  # still rendering at the first look
+        # The first two status answers say "still rendering" whatever the clock (the submit task
+        # may look once): the sensor's first look sees a generation not done, so it must wait.
+        dag_sandbox.add_fault(route=status_route(dag_sandbox), kind="unknown_state", times=2)
         result = run_dag.run(f"""
             submit = {_submit()}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3)
@@ -34,7 +35,9 @@ class TestSensor:
         assert dag_sandbox.submissions == 1
 
     def test_poke_mode(self, run_dag, dag_sandbox) -> None:
-        dag_sandbox.configure(process_seconds=0.3 + TASK_START_SECONDS)
+        # The first two status answers say "still rendering" whatever the clock (the submit task
+        # may look once): the sensor's first look sees a generation not done, so it must wait.
+        dag_sandbox.add_fault(route=status_route(dag_sandbox), kind="unknown_state", times=2)
         result = run_dag.run(f"""
             submit = {_submit()}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, deferrable=False,
@@ -80,7 +83,7 @@ class TestSensor:
         assert result.xcom("submit") in result.log and "Prompt names a real person" in result.log
 
     def test_timeout_fails_with_sensor_timeout(self, run_dag, dag_sandbox) -> None:
-        dag_sandbox.configure(process_seconds=0.3 + TASK_START_SECONDS)  # still rendering at the deadline
+        dag_sandbox.configure(process_seconds=30)  # still rendering at the deadline
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3, timeout=0.8,
@@ -94,7 +97,7 @@ class TestSensor:
         assert f"Timed out waiting for {result.xcom('submit')}" in result.log
 
     def test_timeout_soft_fail_skips(self, run_dag, dag_sandbox) -> None:
-        dag_sandbox.configure(process_seconds=0.3 + TASK_START_SECONDS)  # still rendering at the deadline
+        dag_sandbox.configure(process_seconds=30)  # still rendering at the deadline
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.3, timeout=0.8,
@@ -106,7 +109,7 @@ class TestSensor:
         assert DEFERRED in result.log
 
     def test_poke_mode_timeout(self, run_dag, dag_sandbox) -> None:
-        dag_sandbox.configure(process_seconds=0.3 + TASK_START_SECONDS)  # still rendering at the deadline
+        dag_sandbox.configure(process_seconds=30)  # still rendering at the deadline
         result = run_dag.run(f"""
             submit = {_submit("a slow glacier #slow")}
             LumaTaskSensor(task_id="wait", generation_id=submit.output, poll_interval=0.2, timeout=0.7,
