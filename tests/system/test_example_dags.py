@@ -220,6 +220,9 @@ def test_asset_pipeline_end_to_end_emits_the_batch_asset(
     write_prompt_file(incoming, prompts)
     asset_uri = f"file://{incoming}"
 
+    # Still rendering when the waits start, even after a slow task start on a loaded machine: the
+    # waits must defer (asserted below).
+    sandbox.configure(process_seconds=4.0)
     # No conf: the prompts file defaults to the file named by the DAG's own schedule asset.
     run = dags_test("luma_asset_pipeline", LUMA_PROMPTS_ASSET=asset_uri)
 
