@@ -134,6 +134,7 @@ def submit_all(
     :return: per prompt, in order, the accepted generation or the error that stopped it.
     """
     _ = hook.settings, hook.session  # connection lookup and session made once, on this thread
+    _look_up_recorded(hook, [reuse for _, reuse in jobs], max_concurrent, log)
 
     def submit(job: tuple[api.GenerationOptions, GenerationReuse]) -> LumaGeneration:
         opts, reuse = job
@@ -151,6 +152,27 @@ def submit_all(
         hook.rate_gate.holds,
     )
     return results
+
+
+def _look_up_recorded(hook: LumaHook, reuses: Sequence[GenerationReuse], concurrency: int, log: Any) -> None:
+    """One status lookup for every id earlier tries or runs recorded, instead of a GET per prompt.
+
+    A retried chunk or a re-run with an idempotency key checks up to ``len(reuses)`` ids; on a
+    gateway with ``POST /luma/tasks`` that is one request per 100. If the lookup fails, each
+    prompt falls back to its own GET.
+    """
+    found = run_bounded(reuses, lambda r: r.recorded_ids(), max_workers=concurrency, name="luma-reuse")
+    wanted = list(dict.fromkeys(i for ids in found if isinstance(ids, list) for i in ids))
+    if not wanted:
+        return
+    try:
+        current = {g.id: g for g in hook.get_generations(wanted, skip_missing=True)}
+    except LumaError as err:
+        log.warning("Could not look up %d recorded generations at once (%s); one by one", len(wanted), err)
+        return
+    known: dict[str, LumaGeneration | None] = {i: current.get(i) for i in wanted}
+    for reuse in reuses:
+        reuse.known = known
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,17 @@ class GenerationReuse:
         self.claim_wait = claim_wait
         self.poll = poll
         self.first_try = first_try
+        #: Generations looked up for many prompts at once (``batch.submit_all``): id -> the
+        #: generation, or None when the API does not know the id. Ids not in it get their own GET.
+        self.known: dict[str, LumaGeneration | None] = {}
+        self._read: dict[str, Any] = {}
+
+    def recorded_ids(self) -> list[str]:
+        """The ids ``find`` would check: an earlier try's (task state store), then the key's (ledger)."""
+        found = [] if self.first_try else [self._store_get(STATE_GENERATION_ID)]
+        if self.ledger is not None and self.key:
+            found.append(self.ledger.get(self.key))
+        return [str(i) for i in found if i and is_generation_id(i)]
 
     def find(self) -> LumaGeneration | None:
         """A usable generation already paid for by an earlier try or, with a key, an earlier run."""
@@ -208,7 +219,12 @@ class GenerationReuse:
             self.log.warning("Ignoring an invalid generation id recorded for %s", source)
             return None
         try:
-            generation = self.hook.get_generation(str(recorded))
+            if str(recorded) not in self.known:
+                generation = self.hook.get_generation(str(recorded))
+            elif (known := self.known[str(recorded)]) is not None:
+                generation = known
+            else:
+                raise LumaNotFoundError(404, f"generation {recorded} not found")
         except LumaNotFoundError:  # expired, another account, or a restarted sandbox
             self.log.warning(
                 "Generation %s recorded for %s is unknown to the gateway; not reusing it", recorded, source
@@ -231,8 +247,12 @@ class GenerationReuse:
         return generation
 
     def _store_get(self, key: str) -> Any:
-        return self.store.get(key) if self.store is not None else None
+        """Read once per try: each read is an Execution API call, and only this task writes."""
+        if key not in self._read:
+            self._read[key] = self.store.get(key) if self.store is not None else None
+        return self._read[key]
 
     def _store_set(self, key: str, value: Any) -> None:
         if self.store is not None:
             self.store.set(key, value)
+        self._read[key] = value

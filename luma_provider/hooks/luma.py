@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -393,28 +393,39 @@ class LumaHook(BaseHook):
             return self._drive(api.official_get_flow(generation_id))
         return self._drive(api.get_flow(generation_id))
 
-    def get_generations(self, ids: Iterable[str]) -> list[LumaGeneration]:
+    def get_generations(self, ids: Iterable[str], *, skip_missing: bool = False) -> list[LumaGeneration]:
         """Status of many generations in input order, via ``POST /luma/tasks`` in chunks.
 
         Without a batch route (official API, some gateways), one GET per id with up to
         ``status_concurrency`` in flight (threads sharing the session's connection pool).
+
+        :param skip_missing: leave ids the API does not know out of the result instead of raising.
         """
         settings = self.settings
         ids = _unique_ids(ids)
         if not self._per_id_gets(settings):
-            return self._drive(self._get_many(ids, settings))
+            return self._drive(self._get_many(ids, settings, skip_missing=skip_missing))
         get = self._single_get(settings)
         _ = self.session  # created once, before the threads share it
+
+        def missing(err: Exception) -> bool:
+            return skip_missing and isinstance(err, LumaNotFoundError)
+
         results = run_bounded(
             ids,
             lambda gen_id: self._drive(get(gen_id)),
             max_workers=settings.status_concurrency,
+            stop_on=lambda err: not missing(err),
             name="luma-status",
         )
-        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, LumaNotStartedError)]
+        errors = [
+            r
+            for r in results
+            if isinstance(r, Exception) and not isinstance(r, LumaNotStartedError) and not missing(r)
+        ]
         if errors:  # the first failure stopped the others
             raise errors[0]
-        return cast(list[LumaGeneration], results)
+        return [r for r in results if isinstance(r, LumaGeneration)]
 
     def get_download_url(self, generation_id: str) -> str | None:
         """Watermark-free URL from the optional ``download_video_url`` route (None if absent)."""

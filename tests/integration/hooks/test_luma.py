@@ -234,6 +234,14 @@ class TestRoundTrip:
         assert [g.id for g in some] == [gen_id]
         assert err.status == 404 and err.path == api_path(sandbox, f"/luma/generations/{missing}")
 
+    def test_sync_get_generations_skip_missing(self, sandbox, hook):
+        ids = completed_ids(sandbox, 2)
+        missing = "11111111-2222-3333-4444-555555555555"
+        some = hook.get_generations([ids[0], missing, ids[1]], skip_missing=True)
+        assert [g.id for g in some] == ids
+        with pytest.raises(LumaNotFoundError):
+            hook.get_generations([ids[0], missing])
+
 
 # ----------------------------------------------------------------------------- 2-3. submit & extend
 

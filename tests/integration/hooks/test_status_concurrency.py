@@ -85,6 +85,12 @@ def test_async_lookups_keep_the_bound(no_batch, make_hook, concurrency):
     assert no_batch.stats()["peak_in_flight"]["get"] == concurrency
 
 
+def test_sync_unknown_ids_are_skipped_when_asked(no_batch, make_hook):
+    hook, ids = make_hook(4)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert [g.id for g in hook.get_generations([unknown, *ids], skip_missing=True)] == ids
+
+
 def test_async_unknown_ids_are_skipped_for_the_poller(no_batch, make_hook):
     hook, ids = make_hook(4)
     unknown = "00000000-0000-4000-8000-000000000000"

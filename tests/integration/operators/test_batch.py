@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from flavours import status_route
 
 from luma_provider.exceptions import LumaValidationError
 
@@ -132,6 +133,38 @@ def test_a_retry_of_a_half_done_chunk_pays_only_for_the_rest(run_dag, gateway) -
     assert 5 <= reused <= 6
     batch = result.xcom("chunk")
     assert len({e["generation_id"] for e in batch["prompts"]}) == 20
+    # Try 2 checked its recorded ids with one batch lookup, not one GET per prompt (plus the
+    # chunk's own status look at the end of each try).
+    routes = [r["route"] for r in gateway.stats()["recent"]]
+    assert routes.count("get") == 0, routes
+    assert routes.count("tasks") == 3, routes
+
+
+def test_a_rerun_with_a_key_reuses_the_chunk_with_one_lookup(run_dag, dag_sandbox, tmp_path) -> None:
+    """A re-run of a chunk with an idempotency key: every prompt reused after one status lookup
+    (gateway: one POST /luma/tasks; official: its GETs), and a forgotten id is paid again."""
+    body = f"""
+        LumaGenerateOperator(task_id="chunk", prompts=[f"harbour at dawn, take {{i}}" for i in range(6)],
+                             idempotency_key="day-1", ledger_path="{tmp_path / "ledger"}")
+    """
+    first = run_dag.run(body)
+    ids = [e["generation_id"] for e in first.xcom("chunk")["prompts"]]
+    assert first.state == "success" and len(set(ids)) == 6 == dag_sandbox.submissions
+    forgotten = ids[2]
+    dag_sandbox._call(lambda: dag_sandbox._state.store.delete(forgotten))
+    before = len(dag_sandbox.stats()["recent"])
+
+    second = run_dag.run(body)
+    assert second.state == "success"
+    again = [e["generation_id"] for e in second.xcom("chunk")["prompts"]]
+    assert again[:2] == ids[:2] and again[3:] == ids[3:] and again[2] not in ids
+    assert f"Generation {forgotten} recorded for idempotency key" in second.log
+    assert dag_sandbox.submissions == 7
+    routes = [r["route"] for r in dag_sandbox.stats()["recent"][before:]]
+    status = status_route(dag_sandbox)
+    # The lookup of the 6 recorded ids, then the chunk's own look at its 6 results.
+    expected = 1 + 1 if status == "tasks" else 6 + 6
+    assert routes.count(status) == expected and routes.count("submit") == 1, routes
 
 
 def test_one_429_pauses_every_submit_of_the_chunk(run_dag, gateway) -> None:
