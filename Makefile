@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e ".[test,lint]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
-# Workers for the tests that may share the machine (xdist); the e2e tests run alone, one at a time:
-# they start whole Airflow deployments and time what they kill.
+# Workers for the tests that may share the machine (xdist). Run alone, one at a time: the tests
+# marked `timing` (they assert when the poller looks, to tenths of a second) and the e2e tests
+# (they start whole Airflow deployments and time what they kill).
 TEST_WORKERS ?= 2
 PYTEST := python -m pytest -q -p no:cacheprovider
 
@@ -25,7 +26,8 @@ test: test-latest test-floor
 ## test-latest: Airflow 3.3 (constraints.txt): unit, integration, every example DAG under
 ## `airflow dags test`, then the real-Airflow e2e tests (scheduler, triggerers, Celery, Postgres)
 test-latest: $(STAMP)
-	$(BIN)/$(PYTEST) -n $(TEST_WORKERS) tests/unit tests/integration tests/system
+	$(BIN)/$(PYTEST) -n $(TEST_WORKERS) -m "not timing" tests/unit tests/integration tests/system
+	$(BIN)/$(PYTEST) -m timing tests/integration
 	$(BIN)/$(PYTEST) tests/e2e
 
 ## test-floor: the oldest supported Airflow (3.1.8, with the providers and libraries of its release
@@ -43,7 +45,8 @@ $(FLOOR_STAMP): pyproject.toml constraints-floor.txt
 	@rm -f $(FLOOR_VENV)/.installed-*; touch $@
 
 test-floor: $(FLOOR_STAMP)
-	$(FLOOR_BIN)/$(PYTEST) -n $(TEST_WORKERS) tests/unit tests/integration
+	$(FLOOR_BIN)/$(PYTEST) -n $(TEST_WORKERS) -m "not timing" tests/unit tests/integration
+	$(FLOOR_BIN)/$(PYTEST) -m timing tests/integration
 	$(FLOOR_BIN)/$(PYTEST) tests/system/test_example_dags.py -k "clean or imports_fast or parses_alone"
 
 ## lint: ruff (rules and format) and mypy --strict on the package; CI runs it before the tests

@@ -26,6 +26,8 @@ from luma_provider.models import LumaGeneration
 from luma_provider.sandbox import LumaSandbox
 from luma_provider.triggers.poller import PACK_AHEAD, TICK_SLACK, StatusPoller
 
+pytestmark = pytest.mark.timing
+
 SLACK = 0.3  # event-loop and HTTP latency allowed after a due time
 EARLY = 0.05  # timer and clock slack allowed before a due time
 

@@ -19,9 +19,12 @@ from luma_provider.models import LumaGeneration, LumaState
 from luma_provider.sandbox import LumaSandbox
 from luma_provider.triggers.poller import PACK_AHEAD, POLL_RETRIES, StatusPoller, active_pollers
 
-pytestmark = pytest.mark.gateway_only(
-    "tick timing and batch answers (one /luma/tasks error for every id) are measured on the gateway"
-)
+pytestmark = [
+    pytest.mark.gateway_only(
+        "tick timing and batch answers (one /luma/tasks error for every id) are measured on the gateway"
+    ),
+    pytest.mark.timing,
+]
 
 SLACK = 0.3  # event-loop and HTTP latency allowed after a due time
 MISSING = "missing-generation-0001"
