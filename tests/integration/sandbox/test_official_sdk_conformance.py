@@ -203,7 +203,8 @@ def test_extend_and_reverse_extend_via_generation_keyframes(client) -> None:
     assert wait_state(client, extended.id, "completed").assets.video
 
 
-def test_extend_of_unfinished_or_unknown_generation_is_rejected(client) -> None:
+def test_extend_of_unfinished_or_unknown_generation_is_rejected(client, official_sb) -> None:
+    official_sb.configure(process_seconds=30)  # still dreaming at the next call, however loaded the machine
     pending = client.generations.create(model="ray-2", prompt="not done yet")
     with pytest.raises(lumaai.BadRequestError) as info:
         client.generations.create(
@@ -324,10 +325,12 @@ def test_upscale_and_audio_make_new_video_generations(client) -> None:
         assert_mp4(done.assets.video, gen.id)
 
 
-def test_upscale_needs_a_completed_existing_video(client) -> None:
+def test_upscale_needs_a_completed_existing_video(client, official_sb) -> None:
     with pytest.raises(lumaai.NotFoundError):
         client.generations.upscale(str(uuid.uuid4()), resolution="4k")
+    official_sb.configure(process_seconds=30)  # still dreaming at the next call
     pending = client.generations.create(model="ray-2", prompt="not yet")
+    official_sb.configure(process_seconds=0.3)
     with pytest.raises(lumaai.BadRequestError) as info:
         client.generations.audio(pending.id, prompt="x")
     assert "completed" in info.value.body["detail"]
