@@ -309,6 +309,21 @@ def json_log_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def files_with(secret: str, root: Path) -> list[str]:
+    """Every file below ``root`` holding ``secret``, as ``"<relative path> (<count>x)"``."""
+    needle = secret.encode()
+    hits = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if needle in data:
+                hits.append(f"{path.relative_to(root)} ({data.count(needle)}x)")
+    return hits
+
+
 def tail(path: Path, lines: int = 60) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()

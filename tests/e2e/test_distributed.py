@@ -53,7 +53,7 @@ from typing import Any
 
 import pytest
 from distributed_stack import Distributed, alive, distributed_stack, process_tree, title
-from e2e_stack import Deadline, json_log_lines, timeline, wait_for
+from e2e_stack import Deadline, files_with, json_log_lines, timeline, wait_for
 from test_real_airflow import release_generations, text_values
 
 from luma_provider.connection_fields import DEFAULT_BATCH_SIZE
@@ -414,13 +414,13 @@ def _scenario(dep: Distributed, deadline: Deadline, log: Callable[[str], None]) 
     canary = dep.root.parent / f"{dep.root.name}-canary"
     canary.mkdir(exist_ok=True)
     (canary / "c.log").write_text(f"Authorization: Bearer {API_KEY}\n")
-    assert _scan_files(canary) == ["c.log (1x)"]
+    assert files_with(API_KEY, canary) == ["c.log (1x)"]
     db_hits, cells = _scan_db(dep)
     log(f"scanned {cells} cells in every table of the Postgres metadata DB")
     assert not db_hits, f"API key found in the metadata DB: {db_hits}"
     assert dep.pg is not None
     dep.pg.stop()
-    file_hits = _scan_files(dep.root) + [f"postgres:{h}" for h in _scan_files(dep.pg.base)]
+    file_hits = files_with(API_KEY, dep.root) + [f"postgres:{h}" for h in files_with(API_KEY, dep.pg.base)]
     scanned = sum(1 for p in dep.root.rglob("*") if p.is_file()) + sum(
         1 for p in dep.pg.base.rglob("*") if p.is_file()
     )
@@ -661,20 +661,6 @@ def _try_log(
     path = folder / f"attempt={attempt}.log"
     assert path.exists(), sorted(p.name for p in folder.glob("*"))
     return json_log_lines(path)
-
-
-def _scan_files(root: Path) -> list[str]:
-    needle = API_KEY.encode()
-    hits = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            if needle in data:
-                hits.append(f"{path.relative_to(root)} ({data.count(needle)}x)")
-    return hits
 
 
 def _scan_db(dep: Distributed) -> tuple[list[str], int]:

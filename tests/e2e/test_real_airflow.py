@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_stack import E2E, AirflowStack, Deadline, MetaDB, airflow_stack, timeline, wait_for
+from e2e_stack import E2E, AirflowStack, Deadline, MetaDB, airflow_stack, files_with, timeline, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -308,9 +308,9 @@ def _run_scenario(
     canary = root.parent / f"{root.name}-canary"
     canary.mkdir(exist_ok=True)
     (canary / "c.log").write_text(f"Authorization: Bearer {API_KEY}\n")
-    assert _scan_files(canary) == ["c.log (1x)"]
+    assert files_with(API_KEY, canary) == ["c.log (1x)"]
     assert any(API_KEY in t for t in text_values(zlib.compress(API_KEY.encode())))
-    file_hits = _scan_files(root)
+    file_hits = files_with(API_KEY, root)
     db_hits = _scan_db(home / "airflow.db")
     scanned = sum(1 for p in root.rglob("*") if p.is_file())
     log(f"scanned {scanned} files and every table of the DB")
@@ -356,20 +356,6 @@ def _task_state_store(db: MetaDB, run_id: str) -> list[str] | None:
                 value = json.loads(value)
             values.append(str(value))
     return values
-
-
-def _scan_files(root: Path) -> list[str]:
-    needle = API_KEY.encode()
-    hits = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            if needle in data:
-                hits.append(f"{path.relative_to(root)} ({data.count(needle)}x)")
-    return hits
 
 
 def _scan_db(path: Path) -> list[str]:

@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,49 +55,6 @@ def dag_module() -> Iterator[ModuleType]:
 # ------------------------------------------------------------------------------- storage backends
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m moto.server`` on a free port, stopped after the module."""
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    port = _free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # any HTTP answer: it serves
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto did not start: {log.read_text(errors='replace')[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @dataclass
 class Storage:
     """A batch folder URI and a way to read it back without the code under test."""
@@ -125,7 +77,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 
     import boto3
 
-    moto = request.getfixturevalue("moto_url")
+    moto = request.getfixturevalue("moto_server")
     conn_id = f"review_s3_{uuid.uuid4().hex[:8]}"  # Airflow caches a filesystem per connection id
     extra = {"endpoint_url": moto, "region_name": REGION}
     conn = {"conn_type": "aws", "login": KEY_ID, "password": SECRET, "extra": extra}

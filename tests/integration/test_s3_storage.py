@@ -16,14 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,66 +35,6 @@ PROMPTS = [f"A paper boat on a rain puddle, shot {i}" for i in range(3)]
 REGION = "us-east-1"
 DUMMY_KEY_ID = "moto-dummy-access-key"
 DUMMY_SECRET = "moto-dummy-secret-key"
-
-
-# ----------------------------------------------------------------------------- the S3 server
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _start_moto(log: Any) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m moto.server`` on a free port; returns once it answers HTTP."""
-    for _ in range(3):  # the port picked may be taken before the server binds it
-        port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                    return proc, url
-                except urllib.error.HTTPError:
-                    return proc, url  # any HTTP answer: it is serving
-                except OSError:
-                    time.sleep(0.1)
-        except BaseException:
-            _stop(proc)
-            raise
-        _stop(proc)
-    raise RuntimeError("moto's S3 server did not start; see its log")
-
-
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a moto S3 server process, stopped (even on failure) after the module."""
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log:
-        try:
-            proc, url = _start_moto(log)
-        except RuntimeError as err:
-            raise RuntimeError(f"{err}: {log_path.read_text(errors='replace')[-2000:]}") from None
-        try:
-            yield url
-        finally:
-            _stop(proc)
 
 
 @dataclass
