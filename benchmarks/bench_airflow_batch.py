@@ -89,7 +89,7 @@ from _common import (
     verdict,
     wait_for_quiet_machine,
 )
-from distributed_stack import Postgres  # one throwaway-cluster recipe for the e2e tests and this
+from distributed_stack import PROBE_LOADER, Postgres  # shared with the e2e tests
 from e2e_stack import http_json
 
 HERE = Path(__file__).resolve().parent
@@ -139,28 +139,8 @@ def _patch(module):
 
     poller_cls._serve = _serve
 
-
-class _Finder:
-    name = "luma_provider.triggers.poller"
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name or not _LOG:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def patched(module):
-            exec_module(module)
-            _patch(module)
-
-        spec.loader.exec_module = patched
-        return spec
-
-
-sys.meta_path.insert(0, _Finder())
 '''
+SITECUSTOMIZE += PROBE_LOADER
 
 SUBJECTS = (
     "a lighthouse at dawn",
@@ -196,6 +176,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """``proc``'s exit code; if it is still running (a timeout, an error) its whole process group
+    is killed first, and the ``TimeoutExpired`` propagates."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def write_prompts(path: Path, n: int, tag: str) -> Path:
@@ -424,13 +416,7 @@ class Stack:
                 cwd=self.root,
                 start_new_session=True,
             )
-            try:
-                code = proc.wait(timeout=timeout)
-            finally:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            code = wait_or_kill(proc, timeout)
         if code != 0:
             raise RuntimeError(f"airflow {' '.join(args)} exited {code}: {tail(logfile)}")
 
@@ -1039,13 +1025,7 @@ def run_baseline(n: int, sandbox_url: str, work: Path, timeout: float, code: Pat
          str(POLL_INTERVAL)],
         env=env, cwd=work, start_new_session=True,
     )  # fmt: skip
-    try:
-        code = proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    code = wait_or_kill(proc, timeout)
     wall_process = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     stats1 = admin.stats()
@@ -1113,14 +1093,9 @@ def run_dags_test(n: int, sandbox_url: str, work: Path, timeout: float, code: Pa
             start_new_session=True,
         )
     try:
-        code: int | None = proc.wait(timeout=timeout)
+        code: int | None = wait_or_kill(proc, timeout)
     except subprocess.TimeoutExpired:
         code = None
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     stats1 = admin.stats()
