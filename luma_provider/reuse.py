@@ -218,14 +218,15 @@ class GenerationReuse:
         if not is_generation_id(recorded):
             self.log.warning("Ignoring an invalid generation id recorded for %s", source)
             return None
-        try:
-            if str(recorded) not in self.known:
-                generation = self.hook.get_generation(str(recorded))
-            elif (known := self.known[str(recorded)]) is not None:
-                generation = known
-            else:
-                raise LumaNotFoundError(404, f"generation {recorded} not found")
-        except LumaNotFoundError:  # expired, another account, or a restarted sandbox
+        gen_id = str(recorded)
+        if gen_id in self.known:  # looked up with the rest of the batch; None: the API does not know it
+            generation = self.known[gen_id]
+        else:
+            try:
+                generation = self.hook.get_generation(gen_id)
+            except LumaNotFoundError:  # expired, another account, or a restarted sandbox
+                generation = None
+        if generation is None:
             self.log.warning(
                 "Generation %s recorded for %s is unknown to the gateway; not reusing it", recorded, source
             )
